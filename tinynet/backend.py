@@ -1,0 +1,202 @@
+"""Backends: the one place that knows which device arrays live on.
+
+A backend owns array creation, host/device transfers and kernel dispatch, so
+stages and optimizers call `bk.matmul(...)`, `bk.act_fwd(...)` and never test
+which device they are on. Every dispatch goes through `Backend._run`, which is
+also where kernel launches are timed when a `Profile` is attached.
+
+Registry: `get_backend("cpu")`, `get_backend("cuda")`.
+"""
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from tinynet.kernels import activations as _act
+from tinynet.kernels import linalg as _la
+from tinynet.kernels import losses as _loss
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu")
+
+
+class Profile:
+    """Per-kernel call counts, total seconds and work (flops, bytes)."""
+
+    def __init__(self):
+        self.calls = defaultdict(int)
+        self.seconds = defaultdict(float)
+        self.flops = defaultdict(float)
+        self.bytes = defaultdict(float)
+
+    def add(self, name, seconds, flops=0.0, nbytes=0.0):
+        self.calls[name] += 1
+        self.seconds[name] += seconds
+        self.flops[name] += flops
+        self.bytes[name] += nbytes
+
+    def rows(self):
+        """One dict per kernel, most time first."""
+        out = []
+        for name in sorted(self.seconds, key=self.seconds.get, reverse=True):
+            s, c = self.seconds[name], self.calls[name]
+            out.append(dict(kernel=name, calls=c, total_s=s, mean_s=s / c,
+                            gflops=self.flops[name] / s / 1e9 if s > 0 else 0.0,
+                            gbytes=self.bytes[name] / s / 1e9 if s > 0 else 0.0))
+        return out
+
+
+class Backend:
+    """Interface shared by the CPU and CUDA backends (see CPUBackend for the meaning
+    of each method). `kernels` maps an operation name to the device's kernel."""
+
+    name = "abstract"
+    profile = None
+
+    # -- timing ---------------------------------------------------------------
+    def _run(self, name, fn, args, flops=0.0, nbytes=0.0):
+        if self.profile is None:
+            return fn(*args)
+        t0 = self._clock_start()
+        r = fn(*args)
+        self.profile.add(name, self._clock_stop(t0), flops, nbytes)
+        return r
+
+    def _clock_start(self):
+        return time.perf_counter()
+
+    def _clock_stop(self, t0):
+        return time.perf_counter() - t0
+
+
+class CPUBackend(Backend):
+    """Arrays are numpy arrays; kernels are the `@njit` functions of tinynet.kernels."""
+
+    name = "cpu"
+
+    # -- arrays -----------------------------------------------------------------
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype=dtype)
+
+    def zeros(self, shape, dtype):
+        return np.zeros(shape, dtype=dtype)
+
+    def asarray(self, a, dtype=None):
+        """Host array -> backend array (C-contiguous, given dtype)."""
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    def to_host(self, a):
+        return np.asarray(a)
+
+    def copy(self, a):
+        return a.copy()
+
+    def copy_into(self, dst, src):
+        dst[...] = src
+
+    def synchronize(self):
+        pass
+
+    # -- linear algebra -----------------------------------------------------------
+    def matmul(self, A, B, out=None, ta=False, tb=False):
+        """out = op(A) @ op(B), op = transpose where ta / tb is set."""
+        m = A.shape[1] if ta else A.shape[0]
+        k = A.shape[0] if ta else A.shape[1]
+        n = B.shape[0] if tb else B.shape[1]
+        kb = B.shape[1] if tb else B.shape[0]
+        if k != kb:
+            raise ValueError(f"matmul: inner sizes differ ({k} vs {kb})")
+        if out is None:
+            out = np.empty((m, n), dtype=A.dtype)
+        fn = (_la.matmul_tt_cpu if tb else _la.matmul_tn_cpu) if ta else \
+             (_la.matmul_nt_cpu if tb else _la.matmul_nn_cpu)
+        self._run("matmul", fn, (A, B, out), flops=2.0 * m * n * k)
+        return out
+
+    def add_bias(self, A, b):
+        self._run("add_bias", _la.add_bias_cpu, (A, b), nbytes=2 * A.nbytes)
+        return A
+
+    def col_sum(self, A, out=None):
+        if out is None:
+            out = np.empty(A.shape[1], dtype=A.dtype)
+        self._run("col_sum", _la.col_sum_cpu, (A, out), nbytes=A.nbytes)
+        return out
+
+    def axpy(self, a, x, y):
+        """y += a x for flat vectors."""
+        self._run("axpy", _la.axpy_cpu, (y.dtype.type(a), x, y), nbytes=3 * x.nbytes)
+        return y
+
+    def scale(self, a, x):
+        self._run("scale", _la.scale_cpu, (x.dtype.type(a), x), nbytes=2 * x.nbytes)
+        return x
+
+    def dot(self, x, y):
+        return float(self._run("dot", _la.dot_cpu, (x, y), nbytes=2 * x.nbytes))
+
+    # -- activations ---------------------------------------------------------------
+    def act_fwd(self, kind, Z, out=None):
+        out = np.empty_like(Z) if out is None else out
+        self._run(kind + "_fwd", _ACT_CPU[kind][0], (Z, out), nbytes=2 * Z.nbytes)
+        return out
+
+    def act_mul_d1(self, kind, S, G, out=None):
+        """out = f'(z) * G, f' written from the forward output S."""
+        out = np.empty_like(G) if out is None else out
+        self._run(kind + "_mul_d1", _ACT_CPU[kind][1], (S, G, out), nbytes=3 * G.nbytes)
+        return out
+
+    def act_d2(self, kind, S, out=None):
+        out = np.empty_like(S) if out is None else out
+        self._run(kind + "_d2", _ACT_CPU[kind][2], (S, out), nbytes=2 * S.nbytes)
+        return out
+
+    # -- losses ----------------------------------------------------------------------
+    def loss(self, kind, F, Y, scale, eps=0.0):
+        """Per-example losses l (n,) and scaled output gradient G (n, k)."""
+        n = F.shape[0]
+        l = np.empty(n, dtype=F.dtype)
+        G = np.empty_like(F)
+        s = F.dtype.type(scale)
+        if kind == "mse":
+            self._run("mse", _loss.mse_cpu, (F, Y, s, l, G))
+        elif kind == "bce":
+            self._run("bce", _loss.bce_cpu, (F, Y, s, F.dtype.type(eps), l, G))
+        elif kind == "softmax_ce":
+            self._run("softmax_ce", _loss.softmax_ce_cpu, (F, Y, s, l, G))
+        else:
+            raise ValueError(f"unknown loss kernel {kind!r}")
+        return l, G
+
+    def softmax(self, F, out=None):
+        out = np.empty_like(F) if out is None else out
+        self._run("softmax", _loss.softmax_cpu, (F, out))
+        return out
+
+    def sum(self, x):
+        """Sum of a (small) array, as a host float."""
+        return float(np.sum(x, dtype=np.float64))
+
+
+_ACT_CPU = {
+    "sigmoid": (_act.sigmoid_fwd_cpu, _act.sigmoid_mul_d1_cpu, _act.sigmoid_d2_cpu),
+    "tanh": (_act.tanh_fwd_cpu, _act.tanh_mul_d1_cpu, _act.tanh_d2_cpu),
+    "relu": (_act.relu_fwd_cpu, _act.relu_mul_d1_cpu, _act.relu_d2_cpu),
+}
+
+_BACKENDS = {}
+
+
+def get_backend(name="cpu"):
+    """The backend registered under `name` ("cpu" or "cuda"), created once."""
+    if isinstance(name, Backend):
+        return name
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}: choose 'cpu' or 'cuda'")
+    if name not in _BACKENDS:
+        if name == "cpu":
+            _BACKENDS[name] = CPUBackend()
+        else:
+            from tinynet.cuda_backend import CUDABackend  # imports numba.cuda lazily
+            _BACKENDS[name] = CUDABackend()
+    return _BACKENDS[name]

@@ -1,0 +1,13 @@
+"""Stages, one file per kind. Registry: `STAGES` maps the names the CLI and the
+model builders use to the classes."""
+from tinynet.layers.base import Stage
+from tinynet.layers.identity import Identity
+from tinynet.layers.linear import Linear
+from tinynet.layers.relu import ReLU
+from tinynet.layers.sigmoid import Sigmoid
+from tinynet.layers.tanh import Tanh
+
+ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "identity": Identity}
+STAGES = dict(linear=Linear, **ACTIVATIONS)
+
+__all__ = ["Stage", "Linear", "Sigmoid", "Tanh", "ReLU", "Identity", "ACTIVATIONS", "STAGES"]

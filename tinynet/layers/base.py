@@ -1,0 +1,49 @@
+"""The stage contract (DESIGN.md, "The pipeline and the layer contract").
+
+A stage computes z_l = f_l(z_{l-1}; x_l) for a batch (one example per row).
+Seed 001 names the pieces a stage provides:
+
+  forward(z)                 -> (out, ctx)       z_l = f_l(z_{l-1}; x_l)
+  vjp(ctx, b_out, grad=None, need_b_in=True)
+                             -> b_in             b_{l-1} = grad_z f_l b_l, and
+                                                 grad_x f_l b_l summed over the
+                                                 batch, written into `grad` (the
+                                                 stage's slice of the flat gradient)
+  jvp(ctx, dz_in, dx)        -> dz_out           dz_l = grad_x f_l dx_l + grad_z f_l dz_{l-1}
+                                                 (dz_in or dx may be None: zero)
+  jac_x(ctx)  (n, out, p)    per-example Jacobian of the output w.r.t. x_l
+  jac_z(ctx)  (n, out, in)   per-example Jacobian of the output w.r.t. z_{l-1}
+
+Jacobians are returned as host numpy arrays (they are for explicit matrices on
+small nets). Parameters live in the network's flat vector; `bind` gives a stage
+views of its slice, so an update of the flat vector is an update of the stage.
+"""
+import numpy as np
+
+
+class Stage:
+    """Base class: a parameter-free stage. Subclasses override what they need."""
+
+    n_params = 0
+
+    def __init__(self):
+        self.bk = None
+        self.training = True
+
+    def bind(self, bk, theta):
+        """Attach the backend and this stage's slice `theta` of the flat vector."""
+        self.bk = bk
+
+    def init_params(self, rng, dtype, next_activation=None, alpha=None, scheme="auto"):
+        """Host array with initial values for this stage's slice (empty if none)."""
+        return np.zeros(0, dtype=dtype)
+
+    def out_features(self, in_features):
+        return in_features
+
+    def jac_x(self, ctx):
+        n, d = self._out_shape(ctx)
+        return np.zeros((n, d, 0))
+
+    def __repr__(self):
+        return type(self).__name__ + "()"

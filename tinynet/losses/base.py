@@ -1,0 +1,69 @@
+"""The loss stage: the last, parameter-free stage f_L, whose output z_L is the
+scalar batch loss (the mean of the per-example losses l_i, DESIGN.md).
+
+Index legend: n batch, k network outputs. F (n, k) is the network output,
+Y the targets as the loss expects them (see `prepare_targets`).
+
+  forward(F, Y)        -> (mean loss as a float, ctx)
+  vjp(ctx, b_out=1.0)  -> b_{L-1} = (b_out / n) dl_i/dF_i, one row per example
+  jvp(ctx, dF)         -> dl_i = (dl_i/dF_i) . dF_i, (n,)
+  per_example(ctx)     -> l (n,)
+  jac_z(ctx)           -> (n, 1, k), dl_i/dF_i unscaled
+  hess_f(ctx)          -> D_i = d^2 l_i / dF_i^2, (n, k, k) (thesis table 3.I, appendix A)
+  hess_f_vp(ctx, V)    -> rows D_i V_i, (n, k): the matrix-free form of hess_f
+"""
+import numpy as np
+
+from tinynet.layers.base import Stage
+
+
+class Loss(Stage):
+    kernel = None
+
+    def __repr__(self):
+        return type(self).__name__ + "()"
+
+    def prepare_targets(self, Y, k, dtype):
+        """Host targets -> a host (n, k) array of `dtype`, checked."""
+        Y = np.asarray(Y)
+        if Y.ndim != 2 or Y.shape[1] != k:
+            raise ValueError(f"{self!r}: targets must have shape (n, {k}), got {Y.shape}")
+        return np.ascontiguousarray(Y, dtype=dtype)
+
+    def forward(self, F, Y):
+        if Y.shape != F.shape:
+            raise ValueError(f"{self!r}: targets {Y.shape} and outputs {F.shape} differ in shape")
+        n = F.shape[0]
+        l, G = self._kernel(F, Y, 1.0 / n)
+        return self.bk.sum(l) / n, (F, Y, l, G)
+
+    def _kernel(self, F, Y, scale):
+        return self.bk.loss(self.kernel, F, Y, scale)
+
+    def vjp(self, ctx, b_out=1.0, grad=None, need_b_in=True):
+        G = ctx[3]
+        if b_out == 1.0:
+            return G
+        out = self.bk.copy(G)
+        self.bk.scale(b_out, out.reshape(-1))
+        return out
+
+    def per_example(self, ctx):
+        return self.bk.to_host(ctx[2])
+
+    def grad_f(self, ctx):
+        """dl_i/dF_i (n, k), host, unscaled."""
+        n = ctx[0].shape[0]
+        return self.bk.to_host(ctx[3]) * n
+
+    def jvp(self, ctx, dF, dx=None):
+        return np.einsum("nk,nk->n", self.grad_f(ctx), self.bk.to_host(dF))
+
+    def jac_z(self, ctx):
+        return self.grad_f(ctx)[:, None, :]
+
+    def jac_x(self, ctx):
+        return np.zeros((ctx[0].shape[0], 1, 0), dtype=ctx[0].dtype)
+
+    def hess_f_vp(self, ctx, V):
+        return np.einsum("nkj,nj->nk", self.hess_f(ctx), self.bk.to_host(V))

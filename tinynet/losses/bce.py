@@ -1,0 +1,38 @@
+"""Binary cross-entropy on probabilities (thesis appendix A.2):
+l = -sum_j y_j log f_j + (1 - y_j) log(1 - f_j),
+dl/df = (f - y) / (f (1 - f)),
+d^2 l / df^2 = diag(y / f^2 + (1 - y) / (1 - f)^2).
+
+f is clipped to [eps, 1 - eps] (eps = 1e-7 in float32, 1e-15 in float64) so
+that a saturated output gives a large, finite loss instead of inf; inside
+(eps, 1 - eps) the formulas are exact."""
+import numpy as np
+
+from tinynet.losses.base import Loss
+
+
+class BCELoss(Loss):
+    kernel = "bce"
+
+    def _eps(self, dtype):
+        return 1e-15 if np.dtype(dtype) == np.float64 else 1e-7
+
+    def _kernel(self, F, Y, scale):
+        return self.bk.loss("bce", F, Y, scale, eps=self._eps(F.dtype))
+
+    def _fy(self, ctx):
+        F = self.bk.to_host(ctx[0])
+        e = self._eps(F.dtype)
+        return np.clip(F, e, 1 - e), self.bk.to_host(ctx[1])
+
+    def hess_f(self, ctx):
+        f, y = self._fy(ctx)
+        d = y / f**2 + (1 - y) / (1 - f) ** 2
+        n, k = f.shape
+        D = np.zeros((n, k, k), dtype=f.dtype)
+        D[:, np.arange(k), np.arange(k)] = d
+        return D
+
+    def hess_f_vp(self, ctx, V):
+        f, y = self._fy(ctx)
+        return (y / f**2 + (1 - y) / (1 - f) ** 2) * self.bk.to_host(V)

@@ -1,0 +1,169 @@
+"""Sequential: the pipeline z_l = f_l(z_{l-1}; x_l) of seed 001 with the loss as
+its last, parameter-free stage.
+
+The parameters of all stages live in one flat backend vector `theta`
+(DESIGN.md layout: stages in pipeline order, per Linear vec(W) column-major
+then b); each stage holds views of its slice, and the gradient is written by
+the stages straight into the matching slices of one flat gradient vector.
+"""
+import numpy as np
+
+from tinynet.backend import get_backend
+from tinynet.layers.activation import Activation
+from tinynet.layers.base import Stage
+from tinynet.losses.base import Loss
+
+
+class Sequential:
+    """`Sequential(layers, loss, dtype=np.float32, seed=0, device="cpu",
+    init="auto", alpha=None)`.
+
+    init: "auto" (He before ReLU, Glorot otherwise), "glorot" or "he"; alpha
+    scales the initial variance (thesis 2.4.2).
+    """
+
+    def __init__(self, layers, loss, dtype=np.float32, seed=0, device="cpu",
+                 init="auto", alpha=None):
+        self.layers = list(layers)
+        if not self.layers:
+            raise ValueError("Sequential needs at least one layer")
+        for s in self.layers:
+            if not isinstance(s, Stage) or isinstance(s, Loss):
+                raise TypeError(f"{s!r} is not a stage (a loss goes in the `loss` argument)")
+        if not isinstance(loss, Loss):
+            raise TypeError(f"loss must be a tinynet loss stage, got {loss!r}")
+        self.loss_stage = loss
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.bk = get_backend(device)
+        self.device = self.bk.name
+        self.seed = seed
+
+        self.offsets = []   # (start, stop) of each stage's slice of theta
+        pos = 0
+        for s in self.layers:
+            self.offsets.append((pos, pos + s.n_params))
+            pos += s.n_params
+        self.n_params = pos
+        self.n_in = self._first_in()
+        feats = self.n_in
+        for s in self.layers:
+            feats = s.out_features(feats)
+        self.n_out = feats
+
+        rng = np.random.default_rng(seed)
+        host = np.empty(self.n_params, dtype=self.dtype)
+        for i, s in enumerate(self.layers):
+            a, b = self.offsets[i]
+            nxt = next((t.kind for t in self.layers[i + 1:] if isinstance(t, Activation)), None)
+            host[a:b] = s.init_params(rng, self.dtype, next_activation=nxt, alpha=alpha, scheme=init)
+        self.theta = self.bk.asarray(host, self.dtype)
+        self._bind()
+        self._grad = None
+
+    def _first_in(self):
+        for s in self.layers:
+            if hasattr(s, "n_in"):
+                return s.n_in
+        raise ValueError("the first parametrized stage must declare n_in")
+
+    def _bind(self):
+        self.loss_stage.bind(self.bk, None)
+        for s, (a, b) in zip(self.layers, self.offsets):
+            s.bind(self.bk, self.theta[a:b])
+
+    def __repr__(self):
+        body = ", ".join(repr(s) for s in self.layers)
+        return f"Sequential([{body}], {self.loss_stage!r}, dtype={self.dtype.name}, device={self.device!r})"
+
+    # -- parameters -------------------------------------------------------------
+    def get_flat(self):
+        """Host copy of the flat parameter vector."""
+        return np.array(self.bk.to_host(self.theta), dtype=self.dtype, copy=True)
+
+    def set_flat(self, x):
+        x = np.asarray(x)
+        if x.shape != (self.n_params,):
+            raise ValueError(f"set_flat: expected a vector of {self.n_params} parameters, got shape {x.shape}")
+        self.bk.copy_into(self.theta, self.bk.asarray(x, self.dtype))
+
+    def slices(self):
+        """(stage index, slice) for each stage with parameters."""
+        return [(i, slice(a, b)) for i, (a, b) in enumerate(self.offsets) if b > a]
+
+    def train(self, mode=True):
+        for s in self.layers:
+            s.training = mode
+        return self
+
+    # -- inputs -------------------------------------------------------------------
+    def as_input(self, X):
+        """Host or backend batch -> backend (n, n_in) array of the net's dtype."""
+        if self.bk.name == "cpu" or isinstance(X, np.ndarray):
+            X = np.asarray(X)
+            if X.ndim != 2 or X.shape[1] != self.n_in:
+                raise ValueError(f"inputs must have shape (n, {self.n_in}), got {X.shape}")
+            return self.bk.asarray(X, self.dtype)
+        return X
+
+    def as_target(self, Y):
+        if self.bk.name == "cpu" or isinstance(Y, np.ndarray):
+            return self.bk.asarray(self.loss_stage.prepare_targets(Y, self.n_out, self.dtype))
+        return Y
+
+    # -- passes -----------------------------------------------------------------------
+    def forward_ctx(self, X):
+        """Forward through the stages (not the loss): (output, [ctx per stage])."""
+        z = self.as_input(X)
+        ctxs = []
+        for s in self.layers:
+            z, ctx = s.forward(z)
+            ctxs.append(ctx)
+        return z, ctxs
+
+    def forward(self, X):
+        """Network output (before the loss), host array (n, n_out)."""
+        return self.bk.to_host(self.forward_ctx(X)[0])
+
+    def loss(self, X, Y):
+        F, _ = self.forward_ctx(X)
+        value, _ = self.loss_stage.forward(F, self.as_target(Y))
+        return value
+
+    def backward(self, ctxs, b, grad):
+        """Reverse pass from b = d loss / d output: writes the flat gradient into
+        `grad` (backend vector) and returns it."""
+        first = next((i for i, (a, c) in enumerate(self.offsets) if c > a), len(self.layers))
+        for i in range(len(self.layers) - 1, -1, -1):
+            a, c = self.offsets[i]
+            b = self.layers[i].vjp(ctxs[i], b, grad[a:c] if c > a else None,
+                                   need_b_in=i > first)
+            if b is None:
+                break
+        return grad
+
+    def loss_and_gradient(self, X, Y, out=None):
+        """(batch-mean loss as a float, flat gradient as a backend vector).
+        The gradient vector is reused between calls unless `out` is given."""
+        F, ctxs = self.forward_ctx(X)
+        value, lctx = self.loss_stage.forward(F, self.as_target(Y))
+        if out is None:
+            if self._grad is None:
+                self._grad = self.bk.zeros(self.n_params, self.dtype)
+            out = self._grad
+        self.backward(ctxs, self.loss_stage.vjp(lctx), out)
+        return value, out
+
+    def gradient(self, X, Y):
+        """Flat gradient of the batch-mean loss, host array (DESIGN.md layout)."""
+        return np.array(self.bk.to_host(self.loss_and_gradient(X, Y)[1]), copy=True)
+
+    def jvp(self, ctxs, dx, dz0=None):
+        """Forward-mode pass (seed 001: dz_l = grad_x f_l dx_l + grad_z f_l dz_{l-1},
+        the N^{-1} forward substitution): directional derivative of the network
+        output along the flat parameter direction dx (backend vector)."""
+        dz = dz0
+        for s, (a, c), ctx in zip(self.layers, self.offsets, ctxs):
+            dz = s.jvp(ctx, dz, dx[a:c] if c > a else None)
+        return dz
