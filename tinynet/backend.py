@@ -15,6 +15,7 @@ import numpy as np
 from tinynet.kernels import activations as _act
 from tinynet.kernels import linalg as _la
 from tinynet.kernels import losses as _loss
+from tinynet.kernels import optim as _opt
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 
@@ -172,6 +173,19 @@ class CPUBackend(Backend):
         out = np.empty_like(F) if out is None else out
         self._run("softmax", _loss.softmax_cpu, (F, out))
         return out
+
+    # -- optimizer updates (flat vectors, in place; see tinynet.kernels.optim) ------
+    def momentum_update(self, x, v, g, lr, mu, nesterov):
+        t = x.dtype.type
+        self._run("momentum", _opt.momentum_cpu, (x, v, g, t(lr), t(mu), bool(nesterov)))
+
+    def rmsprop_update(self, x, r, g, lr, rho, eps):
+        t = x.dtype.type
+        self._run("rmsprop", _opt.rmsprop_cpu, (x, r, g, t(lr), t(rho), t(eps)))
+
+    def adam_update(self, x, m, v, g, lr, b1, b2, eps, c1, c2):
+        t = x.dtype.type
+        self._run("adam", _opt.adam_cpu, (x, m, v, g, t(lr), t(b1), t(b2), t(eps), t(c1), t(c2)))
 
     def sum(self, x):
         """Sum of a (small) array, as a host float."""

@@ -1,0 +1,36 @@
+"""Elementwise optimizer update kernels on flat vectors (in place).
+
+  momentum(x, v, g, lr, mu, nesterov):  v = mu v + g;  x -= lr (g + mu v) if nesterov else lr v
+  rmsprop(x, r, g, lr, rho, eps):       r = rho r + (1 - rho) g^2;  x -= lr g / (sqrt(r) + eps)
+  adam(x, m, v, g, lr, b1, b2, eps, c1, c2):
+      m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+      x -= lr (m / c1) / (sqrt(v / c2) + eps)   with c1 = 1 - b1^k, c2 = 1 - b2^k
+"""
+import math
+
+from numba import njit
+
+
+@njit(cache=True)
+def momentum_cpu(x, v, g, lr, mu, nesterov):
+    for i in range(x.shape[0]):
+        v[i] = mu * v[i] + g[i]
+        if nesterov:
+            x[i] -= lr * (g[i] + mu * v[i])
+        else:
+            x[i] -= lr * v[i]
+
+
+@njit(cache=True)
+def rmsprop_cpu(x, r, g, lr, rho, eps):
+    for i in range(x.shape[0]):
+        r[i] = rho * r[i] + (1 - rho) * g[i] * g[i]
+        x[i] -= lr * g[i] / (math.sqrt(r[i]) + eps)
+
+
+@njit(cache=True)
+def adam_cpu(x, m, v, g, lr, b1, b2, eps, c1, c2):
+    for i in range(x.shape[0]):
+        m[i] = b1 * m[i] + (1 - b1) * g[i]
+        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
+        x[i] -= lr * (m[i] / c1) / (math.sqrt(v[i] / c2) + eps)

@@ -1,0 +1,34 @@
+"""Stochastic gradient descent (seed 003, the generic SG algorithm):
+w_{k+1} = w_k - alpha_k g(w_k, xi_k), with alpha_k from a schedule
+(tinynet.optim.schedules), optionally with heavy-ball momentum or Nesterov's
+variant (v = mu v + g; w -= alpha v, or w -= alpha (g + mu v))."""
+from tinynet.optim.base import Optimizer
+from tinynet.optim.schedules import Constant
+
+
+class SGD(Optimizer):
+    name = "sgd"
+
+    def __init__(self, net, lr, momentum=0.0, nesterov=False, schedule=None):
+        super().__init__(net, lr)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"SGD: momentum must lie in [0, 1), got {momentum}")
+        if nesterov and momentum == 0:
+            raise ValueError("SGD: nesterov needs momentum > 0")
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self.schedule = schedule or Constant(self.lr)
+        self.v = self.bk.zeros(net.n_params, net.dtype) if momentum > 0 else None
+
+    def _vectors(self):
+        return {"v": self.v} if self.v is not None else {}
+
+    def step(self, X, Y):
+        loss, g = self.net.loss_and_gradient(X, Y)
+        alpha = self.schedule(self.k)
+        if self.v is None:
+            self.bk.axpy(-alpha, g, self.net.theta)
+        else:
+            self.bk.momentum_update(self.net.theta, self.v, g, alpha, self.momentum, self.nesterov)
+        self.k += 1
+        self.metrics["lr"] = alpha
+        return loss
