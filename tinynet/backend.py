@@ -138,7 +138,8 @@ class CPUBackend(Backend):
     # -- activations ---------------------------------------------------------------
     def act_fwd(self, kind, Z, out=None):
         out = np.empty_like(Z) if out is None else out
-        self._run(kind + "_fwd", _ACT_CPU[kind][0], (Z, out), nbytes=2 * Z.nbytes)
+        fn = _act.sigmoid_fwd_f32_cpu if kind == "sigmoid" and Z.dtype == np.float32 else _ACT_CPU[kind][0]
+        self._run(kind + "_fwd", fn, (Z, out), nbytes=2 * Z.nbytes)
         return out
 
     def act_mul_d1(self, kind, S, G, out=None):

@@ -18,16 +18,47 @@ from numba import njit
 
 @njit(cache=True)
 def sigmoid_fwd_cpu(Z, out):
+    # branch-free: for very negative z, exp(-z) overflows to inf and 1 / inf = 0,
+    # the exact limit; constants in Z's dtype keep float32 in float32
     n, d = Z.shape
+    one = Z.dtype.type(1)
     for i in range(n):
         for j in range(d):
-            z = Z[i, j]
-            # two branches keep exp() from overflowing for large |z|
-            if z >= 0:
-                out[i, j] = 1.0 / (1.0 + math.exp(-z))
-            else:
-                e = math.exp(z)
-                out[i, j] = e / (1.0 + e)
+            out[i, j] = one / (one + math.exp(-Z[i, j]))
+
+
+@njit(cache=True)
+def sigmoid_fwd_f32_cpu(Z, out):
+    """float32 sigmoid with a vectorizable exp: Numba has no SIMD exp, and the
+    scalar libm call dominated the autoencoder's forward pass. exp(t) =
+    2^k e^r with k = round(t / ln 2), r = t - k ln 2 (ln 2 split in two
+    for an exact product), e^r by its degree-6 Taylor polynomial (|r| <= ln2/2:
+    truncation 1.2e-7), and 2^k built from its IEEE bits. Relative error
+    <= 4e-7 against float64 for |z| <= 80; for |z| > 87 the result is within
+    1e-38 of the true value. float64 nets use `sigmoid_fwd_cpu`."""
+    n, d = Z.shape
+    p = np.empty(d, np.float32)
+    kb = np.empty(d, np.int32)
+    log2e = np.float32(1.4426950408889634)
+    ln2hi = np.float32(0.693359375)
+    ln2lo = np.float32(-2.12194440e-4)
+    one = np.float32(1)
+    for i in range(n):
+        for j in range(d):
+            t = min(max(-Z[i, j], np.float32(-87.0)), np.float32(88.0))
+            k = np.int32(t * log2e + np.float32(128.5)) - 128     # floor(t log2 e + 1/2)
+            kf = np.float32(k)
+            r = t - kf * ln2hi - kf * ln2lo
+            q = np.float32(1 / 720) * r + np.float32(1 / 120)
+            q = q * r + np.float32(1 / 24)
+            q = q * r + np.float32(1 / 6)
+            q = q * r + np.float32(0.5)
+            q = q * r + one
+            p[j] = q * r + one
+            kb[j] = (k + 127) << 23                                 # bits of 2^k
+        s = kb.view(np.float32)
+        for j in range(d):
+            out[i, j] = one / (one + p[j] * s[j])
 
 
 @njit(cache=True)
