@@ -16,6 +16,7 @@ from tinynet.kernels import activations as _act
 from tinynet.kernels import linalg as _la
 from tinynet.kernels import losses as _loss
 from tinynet.kernels import optim as _opt
+from tinynet.kernels import second_order as _so
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 
@@ -151,6 +152,36 @@ class CPUBackend(Backend):
     def act_d2(self, kind, S, out=None):
         out = np.empty_like(S) if out is None else out
         self._run(kind + "_d2", _ACT_CPU[kind][2], (S, out), nbytes=2 * S.nbytes)
+        return out
+
+    # -- second-order products (tinynet.kernels.second_order; used by tinynet.curvature) --
+    def act_d2_mul(self, kind, S, B, V, out=None):
+        """out = f''(z) * B * V, f'' written from the forward output S."""
+        out = np.empty_like(V) if out is None else out
+        fn = {"sigmoid": _so.sigmoid_d2_mul_cpu, "tanh": _so.tanh_d2_mul_cpu,
+              "relu": _so.relu_d2_mul_cpu}[kind]
+        self._run(kind + "_d2_mul", fn, (S, B, V, out), nbytes=4 * V.nbytes)
+        return out
+
+    def mul(self, x, y, out=None):
+        """out = x * y elementwise (same shapes)."""
+        out = np.empty_like(x) if out is None else out
+        self._run("mul", _so.mul_cpu, (x.reshape(-1), y.reshape(-1), out.reshape(-1)), nbytes=3 * x.nbytes)
+        return out
+
+    def loss_hess_vp(self, kind, F, Y, V, scale, eps=0.0, fisher=False, out=None):
+        """out = scale * D_i V_i per row, D_i = d2l/df2 (or the Fisher's D(f) when
+        `fisher`) of loss `kind` at output row F_i, target Y_i."""
+        out = np.empty_like(V) if out is None else out
+        t = F.dtype.type
+        if kind == "mse":
+            self._run("mse_hess_vp", np.multiply, (V, t(2 * scale), out))
+        elif kind == "bce":
+            self._run("bce_hess_vp", _so.bce_hess_vp_cpu, (F, Y, V, t(scale), t(eps), bool(fisher), out))
+        elif kind == "softmax_ce":
+            self._run("softmax_hess_vp", _so.softmax_hess_vp_cpu, (F, Y, V, t(scale), bool(fisher), out))
+        else:
+            raise ValueError(f"unknown loss kernel {kind!r}")
         return out
 
     # -- losses ----------------------------------------------------------------------

@@ -9,27 +9,41 @@ from tinynet.losses import MSELoss, SoftmaxCrossEntropyLoss
 from tinynet.network import Sequential
 
 
-def mlp(sizes, activation, loss, out_activation=None, **kw):
+def _norm_stage(batchnorm, d):
+    """Batch-norm stage after a hidden Linear layer (issue 6): None, "full" or "mean-only"."""
+    from tinynet.layers.batchnorm import BatchNorm, MeanOnlyBatchNorm
+    kinds = {"full": BatchNorm, "mean-only": MeanOnlyBatchNorm}
+    if batchnorm not in kinds:
+        raise ValueError(f"batchnorm must be 'full', 'mean-only' or None, got {batchnorm!r}")
+    return kinds[batchnorm](d)
+
+
+def mlp(sizes, activation, loss, out_activation=None, batchnorm=None, **kw):
     """Linear layers of the given sizes with `activation` stages between them
-    and an optional output activation."""
+    and an optional output activation; `batchnorm` ("full" / "mean-only") puts a
+    batch-norm stage after each hidden Linear layer, before its activation."""
     acts = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "identity": Identity}
     layers = []
     for i in range(len(sizes) - 1):
         layers.append(Linear(sizes[i], sizes[i + 1]))
         if i < len(sizes) - 2:
+            if batchnorm is not None:
+                layers.append(_norm_stage(batchnorm, sizes[i + 1]))
             layers.append(acts[activation]())
     if out_activation is not None:
         layers.append(acts[out_activation]())
     return Sequential(layers, loss, **kw)
 
 
-def mnist_autoencoder(dtype=np.float32, seed=0, device="cpu", **kw):
+def mnist_autoencoder(dtype=np.float32, seed=0, device="cpu", batchnorm=None, **kw):
     """Thesis 4.1.1: 784-1000-500-250-30-250-500-1000-784, logistic hidden units,
     a linear 30-unit code layer, logistic output, squared error."""
     sizes = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
     layers = []
     for i in range(8):
         layers.append(Linear(sizes[i], sizes[i + 1]))
+        if batchnorm is not None and i < 7:            # hidden layers only (issue 6)
+            layers.append(_norm_stage(batchnorm, sizes[i + 1]))
         layers.append(Identity() if sizes[i + 1] == 30 else Sigmoid())
     return Sequential(layers, MSELoss(), dtype=dtype, seed=seed, device=device, **kw)
 

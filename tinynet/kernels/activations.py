@@ -128,3 +128,107 @@ def relu_d2_cpu(S, out):
     for i in range(n):
         for j in range(d):
             out[i, j] = 0
+
+
+# ---------------------------------------------------------------- CUDA (@cuda.jit)
+# One thread per entry (grid-stride over the n*d entries, e -> (i, j) = divmod(e, d)),
+# so any launch size covers any shape. Constants take the array's dtype so float32
+# stays float32 on the device. The GPU sigmoid uses the device's exp (fast in
+# float32 there), so it needs no twin of sigmoid_fwd_f32_cpu.
+from numba import cuda  # noqa: E402  (CUDA section of the module)
+
+
+@cuda.jit
+def sigmoid_fwd_cuda(Z, out):
+    n, d = Z.shape
+    one = Z.dtype.type(1)
+    for e in range(cuda.grid(1), n * d, cuda.gridsize(1)):
+        i = e // d
+        j = e - i * d
+        out[i, j] = one / (one + math.exp(-Z[i, j]))
+
+
+@cuda.jit
+def sigmoid_mul_d1_cuda(S, G, out):
+    n, d = S.shape
+    one = S.dtype.type(1)
+    for e in range(cuda.grid(1), n * d, cuda.gridsize(1)):
+        i = e // d
+        j = e - i * d
+        s = S[i, j]
+        out[i, j] = G[i, j] * s * (one - s)
+
+
+@cuda.jit
+def sigmoid_d2_cuda(S, out):
+    n, d = S.shape
+    one = S.dtype.type(1)
+    two = S.dtype.type(2)
+    for e in range(cuda.grid(1), n * d, cuda.gridsize(1)):
+        i = e // d
+        j = e - i * d
+        s = S[i, j]
+        out[i, j] = s * (one - s) * (one - two * s)
+
+
+@cuda.jit
+def tanh_fwd_cuda(Z, out):
+    n, d = Z.shape
+    for e in range(cuda.grid(1), n * d, cuda.gridsize(1)):
+        i = e // d
+        j = e - i * d
+        out[i, j] = math.tanh(Z[i, j])
+
+
+@cuda.jit
+def tanh_mul_d1_cuda(S, G, out):
+    n, d = S.shape
+    one = S.dtype.type(1)
+    for e in range(cuda.grid(1), n * d, cuda.gridsize(1)):
+        i = e // d
+        j = e - i * d
+        t = S[i, j]
+        out[i, j] = G[i, j] * (one - t * t)
+
+
+@cuda.jit
+def tanh_d2_cuda(S, out):
+    n, d = S.shape
+    one = S.dtype.type(1)
+    two = S.dtype.type(2)
+    for e in range(cuda.grid(1), n * d, cuda.gridsize(1)):
+        i = e // d
+        j = e - i * d
+        t = S[i, j]
+        out[i, j] = -two * t * (one - t * t)
+
+
+@cuda.jit
+def relu_fwd_cuda(Z, out):
+    n, d = Z.shape
+    zero = Z.dtype.type(0)
+    for e in range(cuda.grid(1), n * d, cuda.gridsize(1)):
+        i = e // d
+        j = e - i * d
+        z = Z[i, j]
+        out[i, j] = z if z > zero else zero
+
+
+@cuda.jit
+def relu_mul_d1_cuda(S, G, out):
+    n, d = S.shape
+    zero = S.dtype.type(0)
+    for e in range(cuda.grid(1), n * d, cuda.gridsize(1)):
+        i = e // d
+        j = e - i * d
+        out[i, j] = G[i, j] if S[i, j] > zero else zero
+
+
+@cuda.jit
+def relu_d2_cuda(S, out):
+    n, d = S.shape
+    zero = S.dtype.type(0)
+    for e in range(cuda.grid(1), n * d, cuda.gridsize(1)):
+        i = e // d
+        j = e - i * d
+        out[i, j] = zero

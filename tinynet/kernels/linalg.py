@@ -79,3 +79,184 @@ def dot_cpu(x, y):
     for i in range(x.shape[0]):
         s += np.float64(x[i]) * np.float64(y[i])
     return s
+
+
+# ---------------------------------------------------------------- CUDA (@cuda.jit)
+# Same meaning and argument order as the CPU twins above. Defining a @cuda.jit
+# kernel needs no GPU (compilation happens at the first launch, or in
+# `cuda.compile_ptx`), so this module imports on any machine. Launch
+# configurations are chosen by tinynet.cuda_backend from the shapes.
+#
+# Typed constants (`A.dtype.type(0)`, `float64(0)`) keep float32 kernels in
+# float32 when compiled (a bare `0.0` would be float64 on the device; the
+# simulator would not show it, TOOLCHAIN.md).
+from numba import cuda, float64  # noqa: E402  (CUDA section of the module)
+
+TILE = 16      # matmul: a TILE x TILE block of threads computes a TILE x TILE tile of out
+TILE_P = 17    # shared tiles padded by one column: transposed stores hit 17 different banks
+DOT_TPB = 256  # dot: threads per block, a power of two (tree reduction in shared memory)
+
+
+@cuda.jit
+def matmul_nn_cuda(A, B, out):
+    """out = A @ B, shared-memory tiled. Thread (ty, tx) of block (by, bx)
+    computes out[by*TILE + ty, bx*TILE + tx]; each of the k / TILE steps stages
+    sA = A[rows, t0:t0+TILE] and sB = B[t0:t0+TILE, cols] in shared memory.
+    Ragged edges: loads outside A or B read 0, stores outside out are skipped
+    (no thread returns early: every thread must reach each syncthreads)."""
+    sA = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
+    sB = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    m, n = out.shape
+    k = A.shape[1]
+    i = cuda.blockIdx.y * TILE + ty
+    j = cuda.blockIdx.x * TILE + tx
+    zero = A.dtype.type(0)
+    acc = zero
+    for t0 in range(0, k, TILE):
+        sA[ty, tx] = A[i, t0 + tx] if i < m and t0 + tx < k else zero
+        sB[ty, tx] = B[t0 + ty, j] if t0 + ty < k and j < n else zero
+        cuda.syncthreads()
+        for c in range(TILE):
+            acc += sA[ty, c] * sB[c, tx]
+        cuda.syncthreads()
+    if i < m and j < n:
+        out[i, j] = acc
+
+
+@cuda.jit
+def matmul_nt_cuda(A, B, out):
+    """out = A @ B.T  (B stored as (n, k)). B's tile is read along B's rows
+    (consecutive threads, consecutive addresses) and stored transposed."""
+    sA = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
+    sB = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    m, n = out.shape
+    k = A.shape[1]
+    i = cuda.blockIdx.y * TILE + ty
+    j = cuda.blockIdx.x * TILE + tx
+    jb = cuda.blockIdx.x * TILE + ty          # row of B this thread loads
+    zero = A.dtype.type(0)
+    acc = zero
+    for t0 in range(0, k, TILE):
+        sA[ty, tx] = A[i, t0 + tx] if i < m and t0 + tx < k else zero
+        sB[tx, ty] = B[jb, t0 + tx] if jb < n and t0 + tx < k else zero
+        cuda.syncthreads()
+        for c in range(TILE):
+            acc += sA[ty, c] * sB[c, tx]
+        cuda.syncthreads()
+    if i < m and j < n:
+        out[i, j] = acc
+
+
+@cuda.jit
+def matmul_tn_cuda(A, B, out):
+    """out = A.T @ B  (A stored as (k, m)). A's tile is read along A's rows
+    and stored transposed."""
+    sA = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
+    sB = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    m, n = out.shape
+    k = A.shape[0]
+    i = cuda.blockIdx.y * TILE + ty
+    j = cuda.blockIdx.x * TILE + tx
+    ia = cuda.blockIdx.y * TILE + tx          # column of A this thread loads
+    zero = A.dtype.type(0)
+    acc = zero
+    for t0 in range(0, k, TILE):
+        sA[tx, ty] = A[t0 + ty, ia] if t0 + ty < k and ia < m else zero
+        sB[ty, tx] = B[t0 + ty, j] if t0 + ty < k and j < n else zero
+        cuda.syncthreads()
+        for c in range(TILE):
+            acc += sA[ty, c] * sB[c, tx]
+        cuda.syncthreads()
+    if i < m and j < n:
+        out[i, j] = acc
+
+
+@cuda.jit
+def matmul_tt_cuda(A, B, out):
+    """out = A.T @ B.T  (A stored as (k, m), B as (n, k))."""
+    sA = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
+    sB = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    m, n = out.shape
+    k = A.shape[0]
+    i = cuda.blockIdx.y * TILE + ty
+    j = cuda.blockIdx.x * TILE + tx
+    ia = cuda.blockIdx.y * TILE + tx
+    jb = cuda.blockIdx.x * TILE + ty
+    zero = A.dtype.type(0)
+    acc = zero
+    for t0 in range(0, k, TILE):
+        sA[tx, ty] = A[t0 + ty, ia] if t0 + ty < k and ia < m else zero
+        sB[tx, ty] = B[jb, t0 + tx] if jb < n and t0 + tx < k else zero
+        cuda.syncthreads()
+        for c in range(TILE):
+            acc += sA[ty, c] * sB[c, tx]
+        cuda.syncthreads()
+    if i < m and j < n:
+        out[i, j] = acc
+
+
+@cuda.jit
+def add_bias_cuda(A, b):
+    """A[i, j] += b[j] for every row i (in place); one thread per entry."""
+    m, n = A.shape
+    for e in range(cuda.grid(1), m * n, cuda.gridsize(1)):
+        i = e // n
+        j = e - i * n
+        A[i, j] += b[j]
+
+
+@cuda.jit
+def col_sum_cuda(A, out):
+    """out[j] = sum_i A[i, j]; one thread per column, rows in order (as the CPU
+    twin, so float32 sums round the same way)."""
+    m, n = A.shape
+    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
+        acc = A.dtype.type(0)
+        for i in range(m):
+            acc += A[i, j]
+        out[j] = acc
+
+
+@cuda.jit
+def axpy_cuda(a, x, y):
+    """y += a * x (flat vectors, in place)."""
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        y[i] += a * x[i]
+
+
+@cuda.jit
+def scale_cuda(a, x):
+    """x *= a (in place)."""
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        x[i] *= a
+
+
+@cuda.jit
+def dot_cuda(x, y, partial):
+    """partial[b] = the float64 sum of x[i] y[i] over the entries block b visits
+    (grid-stride), reduced as a tree in shared memory; the caller adds the
+    partials (one per block) in float64. Needs blockDim.x == DOT_TPB. No atomics:
+    for a fixed launch configuration the result is the same on every run."""
+    s = cuda.shared.array(DOT_TPB, dtype=float64)
+    t = cuda.threadIdx.x
+    acc = float64(0)
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        acc += float64(x[i]) * float64(y[i])
+    s[t] = acc
+    cuda.syncthreads()
+    h = DOT_TPB // 2
+    while h > 0:
+        if t < h:
+            s[t] += s[t + h]
+        cuda.syncthreads()
+        h //= 2
+    if t == 0:
+        partial[cuda.blockIdx.x] = s[0]

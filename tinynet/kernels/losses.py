@@ -76,3 +76,79 @@ def softmax_cpu(F, P):
             se += P[i, j]
         for j in range(k):
             P[i, j] /= se
+
+
+# ---------------------------------------------------------------- CUDA (@cuda.jit)
+# One thread per example (row), grid-stride over rows. Precision follows the CPU
+# twins line by line: under @njit `acc = 0.0` is float64 and `1 - eps` promotes a
+# float32 eps to float64, so the losses are accumulated in float64, BCE and the
+# softmax-CE log-sum-exp are evaluated in float64, and only the stores round to
+# the array dtype. Written with explicit float64(...) here, because on the device
+# a bare literal's type is not what the simulator shows (TOOLCHAIN.md).
+from numba import cuda, float64  # noqa: E402  (CUDA section of the module)
+
+
+@cuda.jit
+def mse_cuda(F, Y, scale, l, G):
+    n, k = F.shape
+    two = F.dtype.type(2)
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        acc = float64(0)
+        for j in range(k):
+            r = F[i, j] - Y[i, j]
+            acc += r * r
+            G[i, j] = scale * two * r
+        l[i] = acc
+
+
+@cuda.jit
+def bce_cuda(F, Y, scale, eps, l, G):
+    n, k = F.shape
+    one = float64(1)
+    lo = float64(eps)
+    hi = one - float64(eps)
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        acc = float64(0)
+        for j in range(k):
+            f = min(max(float64(F[i, j]), lo), hi)
+            y = float64(Y[i, j])
+            acc -= y * math.log(f) + (one - y) * math.log(one - f)
+            G[i, j] = scale * (f - y) / (f * (one - f))
+        l[i] = acc
+
+
+@cuda.jit
+def softmax_ce_cuda(F, Y, scale, l, G):
+    n, k = F.shape
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        m = F[i, 0]
+        for j in range(1, k):
+            m = max(m, F[i, j])
+        se = float64(0)
+        for j in range(k):
+            se += math.exp(F[i, j] - m)
+        lse = float64(m) + math.log(se)
+        acc = float64(0)
+        ysum = float64(0)
+        for j in range(k):
+            acc -= Y[i, j] * (float64(F[i, j]) - lse)
+            ysum += Y[i, j]
+        for j in range(k):
+            G[i, j] = scale * (math.exp(float64(F[i, j]) - lse) * ysum - Y[i, j])
+        l[i] = acc
+
+
+@cuda.jit
+def softmax_cuda(F, P):
+    """P = row-wise softmax of F (stable)."""
+    n, k = F.shape
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        m = F[i, 0]
+        for j in range(1, k):
+            m = max(m, F[i, j])
+        se = float64(0)
+        for j in range(k):
+            P[i, j] = math.exp(F[i, j] - m)
+            se += P[i, j]
+        for j in range(k):
+            P[i, j] /= se

@@ -1,6 +1,7 @@
 """Stages, one file per kind. Registry: `STAGES` maps the names the CLI and the
 model builders use to the classes."""
 from tinynet.layers.base import Stage
+from tinynet.layers.batchnorm import BatchNorm, MeanOnlyBatchNorm
 from tinynet.layers.identity import Identity
 from tinynet.layers.linear import Linear
 from tinynet.layers.relu import ReLU
@@ -9,5 +10,6 @@ from tinynet.layers.tanh import Tanh
 
 ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "identity": Identity}
 STAGES = dict(linear=Linear, **ACTIVATIONS)
+STAGES.update({"batchnorm": BatchNorm, "mean-only-batchnorm": MeanOnlyBatchNorm})   # issue 6
 
-__all__ = ["Stage", "Linear", "Sigmoid", "Tanh", "ReLU", "Identity", "ACTIVATIONS", "STAGES"]
+__all__ = ["Stage", "BatchNorm", "MeanOnlyBatchNorm", "Linear", "Sigmoid", "Tanh", "ReLU", "Identity", "ACTIVATIONS", "STAGES"]

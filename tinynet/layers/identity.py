@@ -24,3 +24,9 @@ class Identity(Activation):
 
     def d2(self, ctx):
         return np.zeros(ctx[0].shape, dtype=ctx[0].dtype)
+
+    def hvp_z(self, ctx, b, dz_in, dx):
+        return None    # f'' = 0
+
+    def hvp_z_many(self, ctx, B, dZ, dX):
+        return None

@@ -110,6 +110,98 @@ class Linear(Stage):
         W = np.asarray(self.bk.to_host(self.WT)).T
         return np.broadcast_to(W, (n,) + W.shape).copy()
 
+    # -- second-order pieces (seed 001, "The Hessian"; used by tinynet.curvature) --
+    # Per example, with param index x_i (W[r, c] at i = c*o + r, b_r at i*o + r):
+    #   d a_j / d W[r, c] = delta_jr h_c, so the only nonzero second derivative is
+    #   d^2 a_j / dW[j, c] dh_c = 1: grad_xx f = 0, grad_zz f = 0, and grad_zx f,
+    #   grad_xz f are the constant 0/1 tensors below. Contracted with b:
+    #   (b^T ⊗ I_p) grad_zx f dz = [vec(b dz^T); 0]   (a gradient-shaped term),
+    #   (b^T ⊗ I_i) grad_xz f dx = dW^T b              (an input-shaped term).
+    def hess_xx(self, ctx):
+        """grad_xx f per example as (n, o, p, p): [j, i, k] = d^2 a_j / dx_i dx_k (= 0).
+        Reshaped to (o*p, p) it is the seed's grad_xx f (rows vec(grad_x f))."""
+        n = ctx[0].shape[0]
+        return np.zeros((n, self.n_out, self.n_params, self.n_params))
+
+    def hess_zx(self, ctx):
+        """grad_zx f per example as (n, o, p, i): [j, x, k] = d^2 a_j / dx dh_k."""
+        n, i, o = ctx[0].shape[0], self.n_in, self.n_out
+        T = np.zeros((n, o, self.n_params, i))
+        j, c = np.meshgrid(np.arange(o), np.arange(i), indexing="ij")
+        T[:, j, c * o + j, c] = 1.0
+        return T
+
+    def hess_xz(self, ctx):
+        """grad_xz f per example as (n, o, i, p): [j, m, x] = d^2 a_j / dh_m dx."""
+        return np.ascontiguousarray(self.hess_zx(ctx).transpose(0, 1, 3, 2))
+
+    def hess_zz(self, ctx):
+        """grad_zz f per example as (n, o, i, i) (= 0: a is linear in h)."""
+        n = ctx[0].shape[0]
+        return np.zeros((n, self.n_out, self.n_in, self.n_in))
+
+    def hvp_x(self, ctx, b, dz_in, dx, acc):
+        """acc += sum_n (b_n^T ⊗ I_p)(grad_xx f dx + grad_zx f dz_n): the stage's
+        row of D_b (D_xx + D_zx N^{-1} D_x↘) applied to a direction. For a Linear
+        stage only the weight part gets dZ^T B (the bias part is 0). Backend
+        arrays: b (n, o), dz_in (n, i) or None, acc (p,)."""
+        if dz_in is not None:
+            t = self.bk.matmul(dz_in, b, ta=True)             # (i, o) = dW^T layout
+            self.bk.axpy(1.0, t.reshape(-1), acc[:self.n_in * self.n_out])
+        return acc
+
+    def hvp_z(self, ctx, b, dz_in, dx):
+        """(b^T ⊗ I_i)(grad_xz f dx + grad_zz f dz_in) per example, (n, i): the
+        stage's block of B_b (D_xz + D_zz N^{-1} D_x↘) = B dW; None when dx is None."""
+        if dx is None:
+            return None
+        dWT, _ = self.split(dx)
+        return self.bk.matmul(b, dWT, tb=True)                 # B dW, (n, i)
+
+    # many directions at once, host numpy: dZ (C, n, i), dX (C, p); used by the
+    # dense assembly of tinynet.curvature (column blocks of H, J)
+    def _WT_host(self):
+        return np.asarray(self.bk.to_host(self.WT))
+
+    def jvp_many(self, ctx, dZ, dX):
+        """(C, n, o): dz_out = grad_z f dz + grad_x f dx for C directions."""
+        h = np.asarray(self.bk.to_host(ctx[0]))
+        out = None if dZ is None else dZ @ self._WT_host()
+        if dX is not None:
+            C, k = dX.shape[0], self.n_in * self.n_out
+            t = np.matmul(h, dX[:, :k].reshape(C, self.n_in, self.n_out))   # H dW_c^T, (C, n, o)
+            t += dX[:, None, k:]
+            out = t if out is None else out + t
+        return out
+
+    def vjp_many(self, ctx, Wv, need_in=True):
+        """(grad_z f^T w (C, n, i) or None, sum_n grad_x f^T w (C, p)) for C
+        backward vectors Wv (C, n, o)."""
+        h = np.asarray(self.bk.to_host(ctx[0]))
+        C = Wv.shape[0]
+        gX = np.empty((C, self.n_params), dtype=np.result_type(Wv, h))
+        k = self.n_in * self.n_out
+        np.matmul(h.T, Wv, out=gX[:, :k].reshape(C, self.n_in, self.n_out))   # H^T W_c = dW_c^T
+        np.sum(Wv, axis=1, out=gX[:, k:])
+        dZ = (Wv @ self._WT_host().T) if need_in else None
+        return dZ, gX
+
+    def hvp_x_many(self, ctx, B, dZ, dX):
+        """hvp_x for C directions: (C, p) or None."""
+        if dZ is None:
+            return None
+        C, k = dZ.shape[0], self.n_in * self.n_out
+        out = np.zeros((C, self.n_params), dtype=np.result_type(dZ, B))
+        np.matmul(dZ.transpose(0, 2, 1), B, out=out[:, :k].reshape(C, self.n_in, self.n_out))   # dZ_c^T B
+        return out
+
+    def hvp_z_many(self, ctx, B, dZ, dX):
+        """hvp_z for C directions: (C, n, i) or None."""
+        if dX is None:
+            return None
+        C, k = dX.shape[0], self.n_in * self.n_out
+        return np.matmul(B, dX[:, :k].reshape(C, self.n_in, self.n_out).transpose(0, 2, 1))   # B dW_c
+
 
 def _add(bk, x, y):
     """x + y for same-shape 2-D backend arrays (x updated in place)."""

@@ -11,6 +11,7 @@ Y the targets as the loss expects them (see `prepare_targets`).
   jac_z(ctx)           -> (n, 1, k), dl_i/dF_i unscaled
   hess_f(ctx)          -> D_i = d^2 l_i / dF_i^2, (n, k, k) (thesis table 3.I, appendix A)
   hess_f_vp(ctx, V)    -> rows D_i V_i, (n, k): the matrix-free form of hess_f
+  second-order pieces (hess_zz, hvp_z, fisher_f, sample_targets): see below
 """
 import numpy as np
 
@@ -67,3 +68,58 @@ class Loss(Stage):
 
     def hess_f_vp(self, ctx, V):
         return np.einsum("nkj,nj->nk", self.hess_f(ctx), self.bk.to_host(V))
+
+    # -- second-order pieces (seed 001: the loss is the last stage f_L(z_{L-1}; y),
+    # parameter-free, with a scalar output; used by tinynet.curvature) ----------
+    # Explicit tensors are those of the per-example loss l_i (n, 1, ., .); the
+    # batch stage z_L = mean_i l_i adds the factor 1/n, which the contracted
+    # products below include (b_L = 1 for the loss itself).
+    def hess_xx(self, ctx):
+        return np.zeros((ctx[0].shape[0], 1, 0, 0))
+
+    def hess_zx(self, ctx):
+        n, k = ctx[0].shape
+        return np.zeros((n, 1, 0, k))
+
+    def hess_xz(self, ctx):
+        n, k = ctx[0].shape
+        return np.zeros((n, 1, k, 0))
+
+    def hess_zz(self, ctx):
+        """grad_zz f_L per example, (n, 1, k, k) = d^2 l_i / dF_i^2."""
+        return np.asarray(self.hess_f(ctx), dtype=np.float64)[:, None]
+
+    def fisher_f(self, ctx):
+        """D(f) of the Fisher (thesis table 3.II) for the predictive distribution
+        p(y|f) with l = -log p(y|f) + const, (n, k, k); see each loss."""
+        raise NotImplementedError(f"{self!r} has no predictive distribution")
+
+    def sample_targets(self, ctx, rng):
+        """Targets drawn from the model's predictive distribution at the outputs
+        of ctx, host (n, k), from numpy Generator `rng` (Monte-Carlo Fisher)."""
+        raise NotImplementedError(f"{self!r} has no predictive distribution")
+
+    def hvp_x(self, ctx, b, dz_in, dx, acc):
+        return acc
+
+    def hvp_z(self, ctx, b, dz_in, dx=None, fisher=False):
+        """(b/n) D_i dz_i per row, backend (n, k): (b^T ⊗ I) grad_zz f_L dz of the
+        batch-mean stage, D = d2l/df2 (or the Fisher's D(f) when `fisher`)."""
+        if dz_in is None:
+            return None
+        bk = self.bk
+        F, Y = ctx[0], ctx[1]
+        scale = float(b) / F.shape[0]
+        if hasattr(bk, "loss_hess_vp"):
+            eps = self._eps(F.dtype) if hasattr(self, "_eps") else 0.0
+            return bk.loss_hess_vp(self.kernel, F, Y, dz_in, scale, eps=eps, fisher=fisher)
+        D = self.fisher_f(ctx) if fisher else self.hess_f(ctx)   # host fallback
+        v = scale * np.einsum("nkj,nj->nk", D, bk.to_host(dz_in))
+        return bk.asarray(v, dz_in.dtype)
+
+    def hvp_z_many(self, ctx, b, dZ, dX=None, fisher=False):
+        """hvp_z for C directions, host numpy (C, n, k)."""
+        if dZ is None:
+            return None
+        D = self.fisher_f(ctx) if fisher else self.hess_f(ctx)
+        return (float(b) / dZ.shape[1]) * np.einsum("nkj,cnj->cnk", D, dZ)

@@ -36,3 +36,16 @@ class BCELoss(Loss):
     def hess_f_vp(self, ctx, V):
         f, y = self._fy(ctx)
         return (y / f**2 + (1 - y) / (1 - f) ** 2) * self.bk.to_host(V)
+
+    def fisher_f(self, ctx):
+        """D(f) = diag(1 / (f (1 - f))) (thesis table 3.II, appendix B.2):
+        independent Bernoulli(f_j) outputs."""
+        f, _ = self._fy(ctx)
+        n, k = f.shape
+        D = np.zeros((n, k, k), dtype=np.float64)
+        D[:, np.arange(k), np.arange(k)] = 1.0 / (f * (1 - f))
+        return D
+
+    def sample_targets(self, ctx, rng):
+        f, _ = self._fy(ctx)
+        return (rng.random(f.shape) < f).astype(np.float64)

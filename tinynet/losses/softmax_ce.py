@@ -38,3 +38,23 @@ class SoftmaxCrossEntropyLoss(Loss):
         V = self.bk.to_host(V)
         ys = self.bk.to_host(ctx[1]).sum(axis=1)
         return (p * V - p * np.sum(p * V, axis=1, keepdims=True)) * ys[:, None]
+
+    def fisher_f(self, ctx):
+        """D(f) = diag(p) - p p^T on the logits (appendix B.3, diag(1/p) on the
+        probabilities, pulled back through the softmax Jacobian): the
+        Gauss-Newton D with sum_j y_j = 1."""
+        p = self.probabilities(ctx).astype(np.float64)
+        D = -p[:, :, None] * p[:, None, :]
+        k = p.shape[1]
+        D[:, np.arange(k), np.arange(k)] += p
+        return D
+
+    def sample_targets(self, ctx, rng):
+        """One-hot rows y ~ Categorical(softmax(f))."""
+        p = self.probabilities(ctx).astype(np.float64)
+        cdf = np.cumsum(p, axis=1)
+        cdf[:, -1] = np.inf                # rounding: the last class closes the interval
+        c = (rng.random((p.shape[0], 1)) < cdf).argmax(axis=1)
+        Y = np.zeros_like(p)
+        Y[np.arange(p.shape[0]), c] = 1.0
+        return Y

@@ -23,26 +23,27 @@ from tinynet.optim.newton import (FISHER_KINDS, STRUCTURES, block_newton_directi
 
 class NaturalGradient(Optimizer):
     """`NaturalGradient(net, lr=1.0, eps=1.0, fisher_kind="exact",
-    structure="full", seed=0)`: dθ = -lr (I + (lr/eps) F)^{-1} g (thesis 3.2.2).
+    structure="full", seed=0, fisher_samples=1)`: dθ = -lr (I + (lr/eps) F)^{-1} g (thesis 3.2.2).
     metrics: step_norm, and pd / eps_used as for Newton (I + (λ/ε)F is
     positive definite unless F has round-off negative eigenvalues)."""
 
     name = "natural"
 
-    def __init__(self, net, lr=1.0, eps=1.0, fisher_kind="exact", structure="full", seed=0):
+    def __init__(self, net, lr=1.0, eps=1.0, fisher_kind="exact", structure="full", seed=0, fisher_samples=1):
         super().__init__(net, lr)
         check_choice("NaturalGradient", "fisher_kind", fisher_kind, FISHER_KINDS)
         check_choice("NaturalGradient", "structure", structure, STRUCTURES)
         if not eps > 0:
             raise ValueError(f"NaturalGradient: eps (the KL scale ε of 3.2.2) must be > 0, got {eps}")
-        self.eps, self.fisher_kind, self.structure, self.seed = float(eps), fisher_kind, structure, seed
+        self.eps, self.fisher_kind, self.structure, self.seed = float(eps), fisher_kind, structure, int(seed)
+        self.fisher_samples = int(fisher_samples)
         check_dense_or_suggest_hf(net, "NaturalGradient")
 
     def direction(self, X, Y):
         """(loss, g, d) with d = -(I + (λ/ε) F)^{-1} g (host; the step is λ d)."""
         loss, gb = self.net.loss_and_gradient(X, Y)
         g = np.array(self.bk.to_host(gb), copy=True)
-        F = dense_curvature(self.net, X, Y, "fisher", self.fisher_kind, seed=self.seed + self.k)
+        F = dense_curvature(self.net, X, Y, "fisher", self.fisher_kind, self.seed + self.k, self.fisher_samples)
         C = (self.lr / self.eps) * np.asarray(F, dtype=np.float64)
         if self.structure == "block":
             d, info = block_newton_direction(g, C, [s for _, s in self.net.slices()], 1.0)

@@ -113,9 +113,10 @@ def check_dense_or_suggest_hf(net, who):
                          f"instead (--optimizer hf).") from e
 
 
-def dense_curvature(net, X, Y, curvature, fisher_kind="exact", seed=None):
+def dense_curvature(net, X, Y, curvature, fisher_kind="exact", seed=0, fisher_samples=1):
     """The dense minibatch curvature matrix C (p, p) named by `curvature`
-    ("hessian", "gn", "fisher"; `fisher_kind` exact / mc / empirical), host array."""
+    ("hessian", "gn", "fisher"; `fisher_kind` exact / mc / empirical, the mc
+    one from `fisher_samples` draws per example with the given seed), host array."""
     cv = _curvature()
     if curvature == "hessian":
         return cv.hessian(net, X, Y)
@@ -123,7 +124,7 @@ def dense_curvature(net, X, Y, curvature, fisher_kind="exact", seed=None):
         return cv.gauss_newton(net, X, Y)
     if curvature == "fisher":
         if fisher_kind == "mc":
-            return cv.fisher(net, X, kind="mc", Y=Y, seed=seed)
+            return cv.fisher(net, X, kind="mc", Y=Y, n_samples=fisher_samples, seed=seed)
         return cv.fisher(net, X, kind=fisher_kind, Y=Y)
     raise ValueError(f"unknown curvature {curvature!r}: choose one of {', '.join(CURVATURES)}")
 
@@ -135,20 +136,20 @@ def check_choice(who, what, value, choices):
 
 class Newton(Optimizer):
     """`Newton(net, lr=1.0, curvature="hessian", structure="full", eps=1e-4,
-    fisher_kind="exact", growth=10.0, seed=0)`.
+    fisher_kind="exact", growth=10.0, seed=0, fisher_samples=1)`.
 
     One step: dx = -lr (C + eps I)^{-1} g (thesis 3.1.3) with C the minibatch
     Hessian, Gauss-Newton matrix (3.1.4) or Fisher (3.2.3-3.2.4) at the current
     parameters, full or block-diagonal per stage (3.1.5). lr 1 and eps 0 give
     the pure Newton step 3.1.1. seed drives the Monte-Carlo Fisher samples
-    (seed + k at update k). Refuses networks above the dense size guard.
+    (fisher_samples draws per example, seed + k at update k). Refuses networks above the dense size guard.
     metrics: pd, eps_used, damping_increases, min_eig (when not PD), step_norm.
     """
 
     name = "newton"
 
     def __init__(self, net, lr=1.0, curvature="hessian", structure="full", eps=1e-4,
-                 fisher_kind="exact", growth=10.0, seed=0):
+                 fisher_kind="exact", growth=10.0, seed=0, fisher_samples=1):
         super().__init__(net, lr)
         who = type(self).__name__
         check_choice(who, "curvature", curvature, CURVATURES)
@@ -157,7 +158,8 @@ class Newton(Optimizer):
         if not eps >= 0:
             raise ValueError(f"{who}: eps must be >= 0, got {eps}")
         self.curvature, self.structure, self.fisher_kind = curvature, structure, fisher_kind
-        self.eps, self.growth, self.seed = float(eps), float(growth), seed
+        self.eps, self.growth, self.seed = float(eps), float(growth), int(seed)
+        self.fisher_samples = int(fisher_samples)
         check_dense_or_suggest_hf(net, who)
 
     def direction(self, X, Y):
@@ -165,7 +167,8 @@ class Newton(Optimizer):
         Newton direction d (host, before lr), setting `metrics`."""
         loss, gb = self.net.loss_and_gradient(X, Y)
         g = np.array(self.bk.to_host(gb), copy=True)
-        C = dense_curvature(self.net, X, Y, self.curvature, self.fisher_kind, seed=self.seed + self.k)
+        C = dense_curvature(self.net, X, Y, self.curvature, self.fisher_kind, self.seed + self.k,
+                            self.fisher_samples)
         d, info = self._solve(g, C)
         self._report(info, d)
         return loss, g, d

@@ -1,0 +1,1 @@
+"""The `tinynet` command (click), one module per subcommand; see cli.main."""

@@ -1,0 +1,63 @@
+"""`tinynet plot RUN... --x updates|time --out fig.png`: the loss curves of
+several runs on one log-scale figure, as the thesis draws them (loss against
+updates or against training seconds)."""
+import math
+import os
+
+import click
+
+from tinynet.train import METRICS, read_metrics
+
+COLUMNS = ("train_loss", "test_loss", "batch_loss", "test_error")
+
+
+@click.command("plot")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--x", "x_axis", type=click.Choice(["updates", "time"]), default="updates", show_default=True,
+              help="horizontal axis: updates (steps) or training seconds")
+@click.option("--y", "columns", type=click.Choice(COLUMNS), multiple=True,
+              help="curve(s) per run (repeatable; default train_loss)")
+@click.option("--out", type=click.Path(dir_okay=False), default="fig.png", show_default=True)
+@click.option("--title", default=None)
+@click.option("--linear", is_flag=True, help="linear instead of log-scale y")
+def plot(runs, x_axis, columns, out, title, linear):
+    """Overlay the loss curves (metrics.csv) of the RUN directories."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = columns or ("train_loss",)
+    xkey = "step" if x_axis == "updates" else "seconds"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = 0
+    for i, run in enumerate(runs):
+        path = os.path.join(run, METRICS)
+        if not os.path.exists(path):
+            raise click.ClickException(f"{run}: no {METRICS} (is it a run directory?)")
+        rows = read_metrics(path)
+        name = os.path.basename(os.path.normpath(run))
+        for col in columns:
+            pts = [(r[xkey], r[col]) for r in rows if r.get(col) is not None and math.isfinite(r[col])
+                   and (linear or r[col] > 0)]
+            if not pts:
+                click.echo(f"{run}: no {col} values, skipped", err=True)
+                continue
+            label = name if len(columns) == 1 else f"{name} {col}"
+            # one color per run; the test curve dashed beside its training curve
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=label, color=f"C{i % 10}",
+                    linestyle="-" if len(columns) == 1 or col != "test_loss" else "--")
+            drawn += 1
+    if not drawn:
+        raise click.ClickException("nothing to plot")
+    if not linear:
+        ax.set_yscale("log")
+    ax.set_xlabel("updates" if x_axis == "updates" else "training time (s)")
+    ax.set_ylabel(columns[0] if len(columns) == 1 else "loss")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    click.echo(f"wrote {out} ({drawn} curve(s))")

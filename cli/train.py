@@ -1,0 +1,205 @@
+"""`tinynet train`: build a model and an optimizer, load its dataset, and run
+tinynet.train.train.
+
+Options come in two groups:
+- RUN_OPTIONS: every run (model, data, stop criteria, evaluation, output);
+- METHOD_OPTIONS: hyperparameters of particular optimizers, one marked section
+  per method. Each is passed to tinynet.optim.build_optimizer only when the
+  user sets it, and an option the chosen optimizer does not take is an error.
+  To add a method's options, add a section there: the option's name must be
+  the parameter name of the optimizer's __init__ (--cg-iters -> cg_iters).
+
+Exit status: 0 when a stop criterion is reached, 3 when the run diverged (the
+last good checkpoint is kept), 130 when interrupted (Ctrl-C; checkpoint saved).
+"""
+import os
+import sys
+import time
+
+import click
+import numpy as np
+from click.core import ParameterSource
+
+from tinynet.data import DataError, load_dataset
+from tinynet.models import DATASET, MODELS, build_model
+from tinynet.optim import OPTIMIZERS, SCHEDULES, build_optimizer
+from tinynet.train import RunExistsError, TrainConfig
+from tinynet.train import train as run_training
+
+DEFAULT_STEPS = 1000      # when none of --steps / --epochs / --time-budget is given
+
+RUN_OPTIONS = [
+    click.option("--model", default="mnist-autoencoder", show_default=True,
+                 help=f"one of: {', '.join(MODELS)}"),
+    click.option("--optimizer", default="sgd", show_default=True,
+                 help=f"one of: {', '.join(OPTIMIZERS)}"),
+    click.option("--lr", type=float, default=None,
+                 help="learning rate (default: per optimizer, tinynet.optim.DEFAULT_LR or its own)"),
+    click.option("--batch-size", type=int, default=200, show_default=True),
+    click.option("--steps", type=int, default=None,
+                 help=f"stop after this many updates (default {DEFAULT_STEPS} if no other stop is given)"),
+    click.option("--epochs", type=float, default=None, help="stop after this many passes over the data"),
+    click.option("--time-budget", type=float, default=None,
+                 help="stop after this many seconds of training time (evaluation excluded)"),
+    click.option("--eval-every", type=int, default=100, show_default=True,
+                 help="evaluate train and test loss every N updates"),
+    click.option("--eval-subset", type=int, default=None,
+                 help="evaluate on a fixed seeded subset of N rows of each set (default: all)"),
+    click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
+    click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True),
+    click.option("--seed", type=int, default=0, show_default=True,
+                 help="initialization, minibatch order and any randomness of the optimizer"),
+    click.option("--out", type=click.Path(file_okay=False), default=None,
+                 help="run directory (default runs/MODEL-OPTIMIZER-TIME)"),
+    click.option("--resume", is_flag=True, help="continue the run in --out from its checkpoint"),
+    click.option("--overwrite", is_flag=True, help="replace the run in --out"),
+    click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                 help="data folder (MNIST: default the packaged copy; CIFAR-10: default $TINYNET_DATA)"),
+    click.option("--divergence-factor", type=float, default=100.0, show_default=True,
+                 help="stop when the minibatch loss exceeds this multiple of the initial loss"),
+    click.option("--quiet", "-q", is_flag=True, help="no progress line"),
+    # issue 6: batch-norm baselines of thesis figures 6.1-6.3
+    click.option("--batchnorm", type=click.Choice(["full", "mean-only"]), default=None,
+                 help="batch-norm stage after each hidden Linear layer of the named model"),
+]
+
+METHOD_OPTIONS = [
+    # ---- SGD (seed 003: momentum, Nesterov, stepsize schedules) ---------------------------
+    click.option("--momentum", type=float, default=None, help="[sgd] heavy-ball momentum mu in [0, 1)"),
+    click.option("--nesterov", is_flag=True, default=None, help="[sgd] Nesterov's variant of momentum"),
+    click.option("--schedule", type=click.Choice(list(SCHEDULES)), default=None,
+                 help="[sgd] stepsize schedule: constant, inverse beta/(gamma+k), halving"),
+    click.option("--schedule-gamma", type=float, default=None, help="[sgd] gamma of the inverse schedule"),
+    click.option("--schedule-period", type=int, default=None,
+                 help="[sgd] updates between halvings of the halving schedule"),
+    # ---- RMSProp / Adam ----------------------------------------------------------------------
+    click.option("--rho", type=float, default=None, help="[rmsprop] decay of the squared-gradient average"),
+    click.option("--beta1", type=float, default=None, help="[adam] decay of the gradient average"),
+    click.option("--beta2", type=float, default=None, help="[adam] decay of the squared-gradient average"),
+    click.option("--eps", type=float, default=None,
+                 help="[rmsprop, adam: added to the root; newton, gn, hessian-precond: Tikhonov damping; "
+                      "natural: the KL scale epsilon of thesis 3.2.2; acp, nnn: added to C; kfac: factored damping]"),
+    # ---- add the options of further methods below, one section per method ---------------------
+    # ---- Newton family: newton, gn, natural, hf, hessian-precond (issue 5; thesis chapter 3) ----
+    click.option("--curvature", type=click.Choice(["hessian", "gn", "fisher"]), default=None,
+                 help="[newton: hessian/gn/fisher; hf: gn/hessian] the curvature matrix C"),
+    click.option("--structure", type=click.Choice(["full", "block"]), default=None,
+                 help="[newton, gn, natural] full matrix or per-layer block-diagonal (thesis 3.1.5)"),
+    click.option("--fisher-kind", type=click.Choice(["exact", "mc", "empirical"]), default=None,
+                 help="[newton --curvature fisher, natural] exact, Monte-Carlo sampled or empirical Fisher"),
+    click.option("--fisher-samples", type=int, default=None, help="[newton, natural] draws per example of the mc Fisher"),
+    click.option("--growth", type=float, default=None,
+                 help="[newton, gn, hessian-precond] factor by which the damping grows while C + eps I is not PD"),
+    click.option("--damping", type=float, default=None, help="[hf] initial Levenberg-Marquardt damping lambda"),
+    click.option("--cg-iters", type=int, default=None, help="[hf, hessian-precond] CG iteration cap"),
+    click.option("--cg-tol", type=float, default=None, help="[hf, hessian-precond] CG relative residual tolerance"),
+    click.option("--progress-tol", type=float, default=None, help="[hf] Martens's relative-progress CG stop"),
+    click.option("--warm-start", type=float, default=None, help="[hf] decay of the previous CG solution used as start"),
+    click.option("--backtrack/--no-backtrack", default=None, help="[hf] CG backtracking over kept iterates"),
+    click.option("--line-search/--no-line-search", default=None, help="[hf] Armijo backtracking line search"),
+    click.option("--adapt-damping/--no-adapt-damping", default=None, help="[hf] Levenberg-Marquardt damping rule"),
+    click.option("--curvature-fraction", type=float, default=None,
+                 help="[hf] share of the minibatch used for the curvature products"),
+    click.option("--solver", type=click.Choice(["auto", "dense", "cg"]), default=None,
+                 help="[hessian-precond] dense Cholesky or CG on Hessian-vector products"),
+    # ---- centered, acp, kfac, nnn (issue 6; thesis chapter 6) -----------------------------------
+    click.option("--amortize", "T", type=int, default=None,
+                 help="[acp, kfac, nnn] amortization T: statistics / inverses every T updates (thesis 6.5.2: 100)"),
+    click.option("--acp-alpha", "alpha", type=str, default=None,
+                 help="[acp] fixed alpha (a number) or 'heuristic' (max squared pre-activation gradient, 6.3.2)"),
+    click.option("--kfac-curvature", type=click.Choice(["gn", "fisher"]), default=None,
+                 help="[kfac] Gauss-Newton (D from the loss) or Monte-Carlo Fisher (sampled targets)"),
+    click.option("--stats-every", type=int, default=None,
+                 help="[kfac] updates between factor statistics (running averages)"),
+    # ---- UBP (issue 4; thesis chapter 5, algorithm 2) -------------------------------------------
+    click.option("--ubp-mode", type=click.Choice(["matrix_free", "explicit"]), default=None,
+                 help="[ubp] J_i v by forward/reverse passes (default) or per-example Jacobians stored"),
+    click.option("--ubp-curvature", type=click.Choice(["gn", "exact"]), default=None,
+                 help="[ubp] Gauss-Newton J^T D J (default) or the exact d2l/da2 of thesis 5.2"),
+    click.option("--ubp-clip", type=float, default=None,
+                 help="[ubp] bound ||correction|| <= X ||signal|| per layer (thesis 5.5)"),
+]
+
+
+def _apply(options):
+    def deco(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+    return deco
+
+
+def _option_names(options):
+    def dummy():
+        pass
+    return [p.name for p in _apply(options)(dummy).__click_params__]
+
+
+METHOD_OPTION_NAMES = _option_names(METHOD_OPTIONS)
+
+
+@click.command("train")
+@_apply(RUN_OPTIONS)
+@_apply(METHOD_OPTIONS)
+@click.pass_context
+def train(ctx, **kw):
+    """Train a model; metrics, config and checkpoints go to the run directory."""
+    model, opt_name = kw["model"], kw["optimizer"]
+    if model not in MODELS:
+        raise click.BadParameter(f"unknown model {model!r}; available: {', '.join(MODELS)}",
+                                 param_hint="--model")
+    if opt_name not in OPTIMIZERS:
+        raise click.BadParameter(f"unknown optimizer {opt_name!r}; available: {', '.join(OPTIMIZERS)}",
+                                 param_hint="--optimizer")
+    # method options the user set (explicitly, on the command line or by environment)
+    explicit = {name: kw[name] for name in METHOD_OPTION_NAMES
+                if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+
+    dataset = DATASET[model]
+    try:
+        data = {"train": load_dataset(dataset, "train", kw["data_dir"]),
+                "test": load_dataset(dataset, "test", kw["data_dir"])}
+    except DataError as e:
+        raise click.ClickException(str(e))
+
+    dtype = np.dtype(kw["dtype"]).type
+    bn = {"batchnorm": kw["batchnorm"]} if kw["batchnorm"] else {}      # issue 6
+    net = build_model(model, dtype=dtype, seed=kw["seed"], device=kw["device"], **bn)
+    try:
+        opt = build_optimizer(opt_name, net, kw["lr"], defaults={"seed": kw["seed"]}, **explicit)
+    except (ValueError, TypeError) as e:
+        raise click.UsageError(str(e))
+
+    steps = kw["steps"]
+    if steps is None and kw["epochs"] is None and kw["time_budget"] is None:
+        steps = DEFAULT_STEPS
+    out = kw["out"] or os.path.join("runs", f"{model}-{opt_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    meta = dict(model=model, dataset=dataset, optimizer=opt_name, lr=opt.lr, dtype=kw["dtype"],
+                options={k: v for k, v in explicit.items()})
+    cfg = TrainConfig(batch_size=kw["batch_size"], steps=steps, epochs=kw["epochs"],
+                      time_budget=kw["time_budget"], eval_every=kw["eval_every"],
+                      eval_subset=kw["eval_subset"], seed=kw["seed"], out=out, resume=kw["resume"],
+                      overwrite=kw["overwrite"], divergence_factor=kw["divergence_factor"],
+                      progress=not kw["quiet"], meta=meta)
+    n_train, n_test = data["train"][0].shape[0], data["test"][0].shape[0]
+    click.echo(f"{model} ({net.n_params:,} parameters, {kw['dtype']}, {net.device}) on {dataset}: "
+               f"{n_train:,} train / {n_test:,} test; {opt_name} lr={opt.lr:g}"
+               + "".join(f" {k}={v}" for k, v in explicit.items()) + f"; run directory {out}", err=True)
+    try:
+        result = run_training(net, opt, data, cfg)
+    except RunExistsError:
+        raise click.ClickException(f"run directory {out} already holds a run: pass --resume to continue it "
+                                   f"or --overwrite to replace it, or choose another --out")
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e))
+
+    first = result.history[0]["train_loss"] if result.history else float("nan")
+    summary = (f"{result.stop_reason}: step {result.step}, training loss {first:.6g} -> "
+               f"{result.train_loss:.6g}" if result.train_loss is not None else f"{result.stop_reason}")
+    click.echo(summary + f"; {result.steps_per_second:.1f} steps/s, {result.seconds:.1f} s of training")
+    if result.stop_reason == "diverged":
+        if kw["quiet"]:
+            click.echo(result.message, err=True)
+        sys.exit(3)
+    if result.stop_reason == "interrupted":
+        sys.exit(130)

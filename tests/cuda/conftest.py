@@ -1,0 +1,60 @@
+"""CUDA-simulator tests: the @cuda.jit kernels and the CUDA backend run as
+Python under Numba's simulator, on every machine.
+
+Run them in their own pytest process (the variable must be set before numba is
+imported, and it changes what `numba.cuda` is for the whole process):
+
+    NUMBA_ENABLE_CUDASIM=1 pytest tests/cuda -m cudasim
+
+`pytest tests/cuda -m cudasim` without the variable also works: when the run
+targets only this directory and numba is not imported yet, the variable is set
+here (os.environ.setdefault). In any other run (the default `pytest`, which
+collects tests/) nothing here is collected or imported, so the default process
+never loads numba.cuda in simulator mode. Every test here is marked `cudasim`
+(the default addopts deselect them).
+"""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ENABLED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+def _under_here(path):
+    path = Path(path).resolve()
+    return path == HERE or HERE in path.parents
+
+
+def _targets_only_here(config):
+    paths = [a.split("::")[0] for a in config.args]
+    return bool(paths) and all(_under_here(Path(config.invocation_params.dir) / p) for p in paths)
+
+
+def pytest_configure(config):
+    global ENABLED
+    if not _targets_only_here(config):
+        return                       # e.g. the default run: stay out of it, set nothing
+    if "NUMBA_ENABLE_CUDASIM" not in os.environ and "numba" not in sys.modules:
+        os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+    ENABLED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+    import numba  # only now, after the variable is settled
+    if not ENABLED or not numba.config.ENABLE_CUDASIM:
+        raise pytest.UsageError(
+            "tests/cuda runs under Numba's CUDA simulator, which must be enabled before numba is "
+            "imported: run `NUMBA_ENABLE_CUDASIM=1 pytest tests/cuda -m cudasim` in its own process")
+
+
+def pytest_ignore_collect(collection_path, config):
+    if not ENABLED and _under_here(collection_path) and collection_path.resolve() != HERE:
+        return True
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)   # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _under_here(item.path):
+            item.add_marker(pytest.mark.cudasim)

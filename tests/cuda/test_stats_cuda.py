@@ -1,0 +1,49 @@
+"""CUDA-simulator tests: the statistics kernels of tinynet.kernels.stats
+(@cuda.jit) equal their CPU @njit twins, on ragged shapes (not multiples of the
+16 x 16 thread block), float32 and float64."""
+import numpy as np
+import pytest
+from numba import cuda
+
+from tinynet.kernels import stats as K
+
+pytestmark = pytest.mark.cudasim
+DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
+SHAPES = [pytest.param((5, 3), id="5x3"), pytest.param((19, 17), id="19x17")]
+
+
+def tol(dtype):
+    return dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mean_cov_A_G(shape, dtype):
+    rng = np.random.default_rng(0)
+    H = (rng.standard_normal(shape) + 0.5).astype(dtype)
+    n, i = shape
+    dH = cuda.to_device(H)
+    mu = cuda.device_array(i, dtype=dtype)
+    K.col_mean_cuda[K.launch_1d(i)](dH, mu)
+    mu_ref = K.col_mean(H)
+    np.testing.assert_allclose(mu.copy_to_host(), mu_ref, **tol(dtype))
+    C = cuda.device_array((i, i), dtype=dtype)
+    K.centered_cov_cuda[K.launch_2d((i, i))](dH, cuda.to_device(mu_ref), C)
+    np.testing.assert_allclose(C.copy_to_host(), K.centered_cov(H, mu_ref), **tol(dtype))
+    A = cuda.device_array((i + 1, i + 1), dtype=dtype)
+    K.kfac_A_cuda[K.launch_2d((i + 1, i + 1))](dH, A)
+    np.testing.assert_allclose(A.copy_to_host(), K.kfac_A(H), **tol(dtype))
+    G = cuda.device_array((i, i), dtype=dtype)
+    K.kfac_G_cuda[K.launch_2d((i, i))](dH, G)
+    np.testing.assert_allclose(G.copy_to_host(), K.kfac_G(H), **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_running_update(dtype):
+    rng = np.random.default_rng(1)
+    R, S = rng.standard_normal((7, 9)).astype(dtype), rng.standard_normal((7, 9)).astype(dtype)
+    dR = cuda.to_device(R.reshape(-1))
+    K.running_update_cuda[K.launch_1d(R.size)](dR, cuda.to_device(S.reshape(-1)), dtype(0.9))
+    ref = R.copy()
+    K.running_update(ref, S, 0.9)
+    np.testing.assert_allclose(dR.copy_to_host().reshape(7, 9), ref, **tol(dtype))

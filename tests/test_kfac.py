@@ -1,0 +1,189 @@
+"""KFAC statistics and step (thesis 6.2.2, 6.4.1) against references built from
+the definitions with torch autograd Jacobians (float64)."""
+import numpy as np
+import pytest
+import torch
+from torch.func import hessian, jacrev
+
+from tinynet.layers import Linear, Sigmoid, Tanh
+from tinynet.losses import MSELoss, SoftmaxCrossEntropyLoss
+from tinynet.network import Sequential
+from tinynet.optim.kfac import KFAC
+from tinynet.optim.stats import forward_backward, kfac_factors, linear_indices
+from torch_ref import theta_of, torch_loss_fn, torch_loss_of_output, torch_output_fn
+
+
+def make_case(name, n, seed=0):
+    rng = np.random.default_rng(seed)
+    if name == "tanh-mse":
+        net = Sequential([Linear(4, 5), Tanh(), Linear(5, 3)], MSELoss(), dtype=np.float64, seed=seed)
+        Y = rng.standard_normal((n, 3))
+    elif name == "sigmoid-softmax":
+        net = Sequential([Linear(4, 6), Sigmoid(), Linear(6, 5), Tanh(), Linear(5, 3)],
+                         SoftmaxCrossEntropyLoss(), dtype=np.float64, seed=seed)
+        Y = rng.integers(0, 3, n)
+    else:
+        raise KeyError(name)
+    X = rng.standard_normal((n, 4))
+    return net, X, Y
+
+
+CASES = ["tanh-mse", "sigmoid-softmax"]
+
+
+def references(net, X, Y):
+    """Per example: J_theta (n, k, P) of the output, D_n = d2 l_n / dF^2 (n, k, k)
+    and g_n = dl_n/dF (n, k), all from torch autograd."""
+    th = theta_of(net)
+    J = jacrev(torch_output_fn(net, X))(th).numpy()
+    F = torch_output_fn(net, X)(th).detach()
+    n, k = F.shape
+    L = torch_loss_of_output(net.loss_stage, Y, k)
+    HF = hessian(L)(F).numpy()                       # (n, k, n, k), block diagonal / n
+    D = np.stack([n * HF[i, :, i, :] for i in range(n)])
+    g = n * torch.func.grad(L)(F).numpy()
+    return J, D, g
+
+
+def layer_slices(net, i):
+    a, c = net.offsets[i]
+    s = net.layers[i]
+    return a, c, a + s.n_in * s.n_out
+
+
+def inputs_of(net, X):
+    _, ctxs = net.forward_ctx(X)
+    return {i: np.asarray(ctxs[i][0]) for i in linear_indices(net)}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_A_and_G_equal_their_definitions(case):
+    net, X, Y = make_case(case, n=7)
+    J, D, _ = references(net, X, Y)
+    _, ctxs, lctx, _ = forward_backward(net, X, Y)
+    fac = kfac_factors(net, ctxs, lctx, "gn", exact=True)
+    H = inputs_of(net, X)
+    for i in linear_indices(net):
+        a, c, kb = layer_slices(net, i)
+        H1 = np.c_[H[i], np.ones(len(X))]
+        A_ref = H1.T @ H1 / len(X)                                  # mean [h h^T, h; h^T, 1]
+        Ja = J[:, :, kb:c]                                          # da/db = I, so J_b = J_a
+        G_ref = np.mean(np.einsum("nkp,nkj,njq->npq", Ja, D, Ja), axis=0)
+        A, G = fac[i]
+        np.testing.assert_allclose(A, A_ref, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(G, G_ref, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_one_example_gn_block_is_A_kron_G(case):
+    """Thesis 6.2.2: for one example the layer's GN block factorizes exactly."""
+    net, X, Y = make_case(case, n=1, seed=3)
+    J, D, _ = references(net, X, Y)
+    _, ctxs, lctx, _ = forward_backward(net, X, Y)
+    fac = kfac_factors(net, ctxs, lctx, "gn", exact=True)
+    for i in linear_indices(net):
+        a, c, _ = layer_slices(net, i)
+        block = J[0, :, a:c].T @ D[0] @ J[0, :, a:c]
+        A, G = fac[i]
+        np.testing.assert_allclose(np.kron(A, G), block, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fisher_G_from_sampled_targets(case):
+    """Monte-Carlo Fisher: G = mean J_a^T g~ g~^T J_a with g~ = dl/dF at targets
+    sampled (same seed) from the predictive distribution."""
+    net, X, Y = make_case(case, n=6)
+    J, _, _ = references(net, X, Y)
+    _, ctxs, lctx, _ = forward_backward(net, X, Y)
+    fac = kfac_factors(net, ctxs, lctx, "fisher", rng=np.random.default_rng(5))
+    Ys = net.loss_stage.sample_targets(lctx, np.random.default_rng(5))
+    F = torch.tensor(net.forward(X))
+    Lt = torch_loss_of_output(net.loss_stage, Ys, net.n_out)
+    gs = len(X) * torch.func.grad(Lt)(F).numpy()
+    for i in linear_indices(net):
+        _, c, kb = layer_slices(net, i)
+        b = np.einsum("nkp,nk->np", J[:, :, kb:c], gs)
+        np.testing.assert_allclose(fac[i][1], b.T @ b / len(X), rtol=1e-10, atol=1e-13)
+
+
+def test_sampled_gn_G_is_unbiased():
+    """The one-backward-pass GN estimate (rows S eps) averages to the exact G."""
+    net, X, Y = make_case("sigmoid-softmax", n=5)
+    _, ctxs, lctx, _ = forward_backward(net, X, Y)
+    exact = kfac_factors(net, ctxs, lctx, "gn", exact=True)
+    rng = np.random.default_rng(0)
+    m = 3000
+    acc = {i: 0.0 for i in exact}
+    for _ in range(m):
+        for i, (A, G) in kfac_factors(net, ctxs, lctx, "gn", rng=rng).items():
+            acc[i] = acc[i] + G / m
+    for i in exact:
+        G = exact[i][1]
+        assert np.abs(acc[i] - G).max() < 0.1 * np.abs(G).max()
+
+
+@pytest.mark.parametrize("curvature", ["gn", "fisher"])
+@pytest.mark.parametrize("case", CASES)
+def test_kfac_step_is_dense_kronecker_solve(case, curvature):
+    net, X, Y = make_case(case, n=8)
+    lr, eps = 0.3, 1e-2
+    th0 = net.get_flat()
+    grad = torch.func.grad(torch_loss_fn(net, X, Y))(theta_of(net)).numpy()
+    opt = KFAC(net, lr, curvature=curvature, eps=eps, T=1, stats_every=1, exact=True, seed=1)
+    opt.step(X, Y)
+    dtheta = net.get_flat() - th0
+    for i in linear_indices(net):
+        a, c, _ = layer_slices(net, i)
+        A, G = opt.factors[i]
+        pi = np.sqrt((np.trace(A) / len(A)) / (np.trace(G) / len(G)))
+        M = np.kron(A + pi * np.sqrt(eps) * np.eye(len(A)), G + np.sqrt(eps) / pi * np.eye(len(G)))
+        np.testing.assert_allclose(dtheta[a:c], -lr * np.linalg.solve(M, grad[a:c]), rtol=1e-9, atol=1e-12)
+
+
+def test_kfac_rejects_bad_options():
+    net, _, _ = make_case("tanh-mse", n=2)
+    with pytest.raises(ValueError, match="curvature"):
+        KFAC(net, 0.1, curvature="hessian")
+    with pytest.raises(ValueError, match="eps"):
+        KFAC(net, 0.1, eps=0)
+
+
+@pytest.mark.parametrize("name", ["acp", "kfac", "nnn", "centered"])
+def test_state_dict_resumes_bit_for_bit(name, tmp_path):
+    """Checkpoint after 3 steps, resume in a fresh optimizer: the next steps match."""
+    from tinynet.optim import OPTIMIZERS
+    from tinynet.train import _flatten, _unflatten
+    import json
+    kw = {"acp": dict(T=2), "kfac": dict(T=2, stats_every=1, curvature="fisher"),
+          "nnn": dict(T=2), "centered": {}}[name]
+    net, X, Y = make_case("sigmoid-softmax", n=6)
+    opt = OPTIMIZERS[name](net, 0.05, **kw)
+    for t in range(3):
+        opt.step(X + t, Y)
+    arrays = {}
+    skel = json.loads(json.dumps(_flatten(opt.state_dict(), "opt", arrays)))   # as a checkpoint stores it
+    theta = net.get_flat()
+    ref = [opt.step(X - t, Y) for t in range(3)]
+    net2, _, _ = make_case("sigmoid-softmax", n=6)
+    net2.set_flat(theta)
+    opt2 = OPTIMIZERS[name](net2, 0.05, **kw)
+    opt2.load_state_dict(_unflatten(skel, arrays))
+    assert [opt2.step(X - t, Y) for t in range(3)] == ref
+    np.testing.assert_array_equal(net2.get_flat(), net.get_flat())
+
+
+@pytest.mark.parametrize("name", ["col_mean_cuda", "centered_cov_cuda", "kfac_A_cuda", "kfac_G_cuda",
+                                  "running_update_cuda"])
+def test_stats_cuda_kernels_compile_float32_without_float64(name):
+    """The @cuda.jit statistics twins compile to PTX (no GPU needed) and a float32
+    kernel does no float64 arithmetic."""
+    import os
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        pytest.skip("compile_ptx does not exist in the CUDA simulator")
+    from numba import cuda, float32
+    from tinynet.kernels import stats as K
+    M, V = float32[:, :], float32[:]
+    sig = {"col_mean_cuda": (M, V), "centered_cov_cuda": (M, V, M), "kfac_A_cuda": (M, M),
+           "kfac_G_cuda": (M, M), "running_update_cuda": (V, V, float32)}[name]
+    ptx, _ = cuda.compile_ptx(getattr(K, name).py_func, sig, cc=(8, 0))
+    assert not any(op in ptx for op in ("add.f64", "mul.f64", "div.rn.f64", "fma.rn.f64"))

@@ -1,0 +1,265 @@
+"""CUDA backend: arrays are Numba device arrays, kernels the `@cuda.jit` twins
+in tinynet.kernels (same meaning and argument order as the CPU `@njit` ones).
+
+The method set and semantics are those of `CPUBackend` (tinynet/backend.py);
+what differs is only where the data lives:
+
+- every array a method takes or returns stays on the device; `to_host`, `dot`
+  and `sum` are the only methods that bring numbers back (the last two return
+  a host float, as on the CPU), so a training step's forward, loss, backward
+  and update run on the device and only the scalar batch loss comes back;
+- launch configurations are computed here from the shapes (`_grid1`: one
+  thread per entry, at most 256 per block; matmul: TILE x TILE blocks);
+- kernel timing for `Profile` uses CUDA events (`_clock_start` /
+  `_clock_stop`): the time the device spent between the two records, which on
+  a kernel's first call also contains its JIT compilation. Under the
+  simulator (NUMBA_ENABLE_CUDASIM=1) events carry no time, and since simulated
+  launches are synchronous the host clock of `Backend` is used instead.
+
+Operand layouts: matmul accepts any 2-D view (kernels index through strides);
+an F-contiguous operand (the transposed view of a C-contiguous array) is
+turned back into its C-contiguous transpose with the transpose flag flipped,
+which is the same product and lets the kernel read coalesced rows.
+"""
+import numpy as np
+import numba
+from numba import cuda
+
+from tinynet.backend import Backend
+from tinynet.kernels import activations as _act
+from tinynet.kernels import linalg as _la
+from tinynet.kernels import losses as _loss
+from tinynet.kernels import optim as _opt
+
+SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
+TPB = 256   # threads per block of the elementwise / per-row / per-column kernels
+
+_ACT_CUDA = {
+    "sigmoid": (_act.sigmoid_fwd_cuda, _act.sigmoid_mul_d1_cuda, _act.sigmoid_d2_cuda),
+    "tanh": (_act.tanh_fwd_cuda, _act.tanh_mul_d1_cuda, _act.tanh_d2_cuda),
+    "relu": (_act.relu_fwd_cuda, _act.relu_mul_d1_cuda, _act.relu_d2_cuda),
+}
+_LOSS_CUDA = {"mse": _loss.mse_cuda, "bce": _loss.bce_cuda, "softmax_ce": _loss.softmax_ce_cuda}
+_MATMUL_CUDA = {(False, False): _la.matmul_nn_cuda, (False, True): _la.matmul_nt_cuda,
+                (True, False): _la.matmul_tn_cuda, (True, True): _la.matmul_tt_cuda}
+
+
+def _grid1(count):
+    """(blocks, threads) covering `count` entries with one thread each: a
+    multiple of 32 threads (whole warps), at most TPB per block. Small arrays
+    get small blocks, which also keeps the simulator's thread count down."""
+    tpb = min(TPB, 32 * ((count + 31) // 32))
+    return (count + tpb - 1) // tpb, tpb
+
+
+def _is_device(a):
+    return getattr(a, "__cuda_ndarray__", False) is True
+
+
+def _transposed_view(A):
+    """A.T of a 2-D device array as a view (no copy). Numba's DeviceNDArray.T
+    launches a copying transpose kernel; the simulator's is a numpy view."""
+    if SIMULATOR:
+        return A.T
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+    return DeviceNDArray(shape=A.shape[::-1], strides=A.strides[::-1], dtype=A.dtype,
+                         gpu_data=A.gpu_data)
+
+
+def _c_operand(A, t):
+    """(A', t') with op_t'(A') == op_t(A) and A' C-contiguous when A is an
+    F-contiguous view (e.g. W.T of a C-ordered W)."""
+    if A.ndim == 2 and not A.is_c_contiguous() and A.is_f_contiguous():
+        return _transposed_view(A), not t
+    return A, t
+
+
+class CUDABackend(Backend):
+    """Arrays are numba device arrays; kernels are the `@cuda.jit` functions of
+    tinynet.kernels. Needs an NVIDIA GPU with a driver, or the simulator."""
+
+    name = "cuda"
+
+    def __init__(self):
+        if not SIMULATOR and not cuda.is_available():
+            raise RuntimeError(
+                "device='cuda' needs an NVIDIA GPU with a driver, or NUMBA_ENABLE_CUDASIM=1 "
+                "for the simulator (set before numba is imported); use device='cpu' otherwise")
+
+    # -- timing (CUDA events) ------------------------------------------------------
+    def _clock_start(self):
+        if SIMULATOR:
+            return super()._clock_start()
+        start = cuda.event(timing=True)
+        start.record()
+        return start
+
+    def _clock_stop(self, start):
+        if SIMULATOR:
+            return super()._clock_stop(start)
+        stop = cuda.event(timing=True)
+        stop.record()
+        stop.synchronize()
+        return start.elapsed_time(stop) / 1e3      # ms -> s
+
+    def _launch(self, name, kernel, count, args, flops=0.0, nbytes=0.0):
+        """Launch an elementwise / per-row kernel with one thread per entry."""
+        if count == 0:
+            return
+        blocks, tpb = _grid1(count)
+        self._run(name, kernel[blocks, tpb], args, flops, nbytes)
+
+    # -- arrays -----------------------------------------------------------------
+    def empty(self, shape, dtype):
+        return cuda.device_array(shape, dtype=dtype)
+
+    def zeros(self, shape, dtype):
+        return cuda.to_device(np.zeros(shape, dtype=dtype))
+
+    def asarray(self, a, dtype=None):
+        """Host array -> device array (C-contiguous, given dtype). A device
+        array of that dtype is returned as it is when C-contiguous; other
+        device arrays (another dtype, strided) are converted through the host,
+        which is off the hot path (the network's own arrays never need it)."""
+        if _is_device(a):
+            if (dtype is None or np.dtype(dtype) == a.dtype) and a.is_c_contiguous():
+                return a
+            a = a.copy_to_host()
+        return cuda.to_device(np.ascontiguousarray(a, dtype=dtype))
+
+    def to_host(self, a):
+        return a.copy_to_host() if _is_device(a) else np.asarray(a)
+
+    def copy(self, a):
+        out = cuda.device_array(a.shape, dtype=a.dtype)
+        out.copy_to_device(a)
+        return out
+
+    def copy_into(self, dst, src):
+        """dst[...] = src, src on the device (same shape and dtype) or on the host."""
+        if _is_device(src):
+            if tuple(src.shape) != tuple(dst.shape) or src.dtype != dst.dtype:
+                raise ValueError(f"copy_into: source {tuple(src.shape)} {src.dtype} does not match "
+                                 f"destination {tuple(dst.shape)} {dst.dtype}")
+            dst.copy_to_device(src)
+        else:
+            host = np.broadcast_to(np.asarray(src, dtype=dst.dtype), tuple(dst.shape))
+            dst.copy_to_device(np.ascontiguousarray(host))
+
+    def synchronize(self):
+        cuda.synchronize()
+
+    # -- linear algebra -----------------------------------------------------------
+    def matmul(self, A, B, out=None, ta=False, tb=False):
+        """out = op(A) @ op(B), op = transpose where ta / tb is set."""
+        m = A.shape[1] if ta else A.shape[0]
+        k = A.shape[0] if ta else A.shape[1]
+        n = B.shape[0] if tb else B.shape[1]
+        kb = B.shape[1] if tb else B.shape[0]
+        if k != kb:
+            raise ValueError(f"matmul: inner sizes differ ({k} vs {kb})")
+        if A.dtype != B.dtype:
+            raise ValueError(f"matmul: operands have dtypes {A.dtype} and {B.dtype}; convert one")
+        if out is None:
+            out = cuda.device_array((m, n), dtype=A.dtype)
+        elif tuple(out.shape) != (m, n):
+            raise ValueError(f"matmul: out has shape {tuple(out.shape)}, the product is {(m, n)}")
+        if m == 0 or n == 0:
+            return out
+        A, ta = _c_operand(A, ta)
+        B, tb = _c_operand(B, tb)
+        T = _la.TILE
+        grid = ((n + T - 1) // T, (m + T - 1) // T)
+        # k == 0 runs no tile step: every entry of out is written as 0, like np.dot
+        self._run("matmul", _MATMUL_CUDA[ta, tb][grid, (T, T)], (A, B, out),
+                  flops=2.0 * m * n * k)
+        return out
+
+    def add_bias(self, A, b):
+        self._launch("add_bias", _la.add_bias_cuda, A.size, (A, b), nbytes=2 * A.nbytes)
+        return A
+
+    def col_sum(self, A, out=None):
+        if out is None:
+            out = cuda.device_array(A.shape[1], dtype=A.dtype)
+        self._launch("col_sum", _la.col_sum_cuda, A.shape[1], (A, out), nbytes=A.nbytes)
+        return out
+
+    def axpy(self, a, x, y):
+        """y += a x for flat vectors."""
+        self._launch("axpy", _la.axpy_cuda, x.shape[0], (y.dtype.type(a), x, y),
+                     nbytes=3 * x.nbytes)
+        return y
+
+    def scale(self, a, x):
+        self._launch("scale", _la.scale_cuda, x.shape[0], (x.dtype.type(a), x),
+                     nbytes=2 * x.nbytes)
+        return x
+
+    def dot(self, x, y):
+        """sum_i x[i] y[i] as a host float (float64 partial sums per block,
+        added on the host: one small transfer, the same on every run)."""
+        n = x.shape[0]
+        if n == 0:
+            return 0.0
+        T = _la.DOT_TPB
+        blocks = min((n + T - 1) // T, 1024)
+        partial = cuda.device_array(blocks, dtype=np.float64)
+        self._run("dot", _la.dot_cuda[blocks, T], (x, y, partial), nbytes=2 * x.nbytes)
+        return float(np.sum(partial.copy_to_host()))
+
+    # -- activations ---------------------------------------------------------------
+    def act_fwd(self, kind, Z, out=None):
+        out = cuda.device_array(Z.shape, dtype=Z.dtype) if out is None else out
+        self._launch(kind + "_fwd", _ACT_CUDA[kind][0], Z.size, (Z, out), nbytes=2 * Z.nbytes)
+        return out
+
+    def act_mul_d1(self, kind, S, G, out=None):
+        """out = f'(z) * G, f' written from the forward output S."""
+        out = cuda.device_array(G.shape, dtype=G.dtype) if out is None else out
+        self._launch(kind + "_mul_d1", _ACT_CUDA[kind][1], S.size, (S, G, out),
+                     nbytes=3 * G.nbytes)
+        return out
+
+    def act_d2(self, kind, S, out=None):
+        out = cuda.device_array(S.shape, dtype=S.dtype) if out is None else out
+        self._launch(kind + "_d2", _ACT_CUDA[kind][2], S.size, (S, out), nbytes=2 * S.nbytes)
+        return out
+
+    # -- losses ----------------------------------------------------------------------
+    def loss(self, kind, F, Y, scale, eps=0.0):
+        """Per-example losses l (n,) and scaled output gradient G (n, k), on the device."""
+        if kind not in _LOSS_CUDA:
+            raise ValueError(f"unknown loss kernel {kind!r}")
+        n = F.shape[0]
+        l = cuda.device_array(n, dtype=F.dtype)
+        G = cuda.device_array(F.shape, dtype=F.dtype)
+        s = F.dtype.type(scale)
+        args = (F, Y, s, F.dtype.type(eps), l, G) if kind == "bce" else (F, Y, s, l, G)
+        self._launch(kind, _LOSS_CUDA[kind], n, args)
+        return l, G
+
+    def softmax(self, F, out=None):
+        out = cuda.device_array(F.shape, dtype=F.dtype) if out is None else out
+        self._launch("softmax", _loss.softmax_cuda, F.shape[0], (F, out))
+        return out
+
+    # -- optimizer updates (flat vectors, in place; see tinynet.kernels.optim) ------
+    def momentum_update(self, x, v, g, lr, mu, nesterov):
+        t = x.dtype.type
+        self._launch("momentum", _opt.momentum_cuda, x.shape[0],
+                     (x, v, g, t(lr), t(mu), bool(nesterov)))
+
+    def rmsprop_update(self, x, r, g, lr, rho, eps):
+        t = x.dtype.type
+        self._launch("rmsprop", _opt.rmsprop_cuda, x.shape[0], (x, r, g, t(lr), t(rho), t(eps)))
+
+    def adam_update(self, x, m, v, g, lr, b1, b2, eps, c1, c2):
+        t = x.dtype.type
+        self._launch("adam", _opt.adam_cuda, x.shape[0],
+                     (x, m, v, g, t(lr), t(b1), t(b2), t(eps), t(c1), t(c2)))
+
+    def sum(self, x):
+        """Sum of a (small) array, as a host float: the per-example losses come
+        back (one transfer) and are added in float64 in the CPU backend's order."""
+        return float(np.sum(self.to_host(x), dtype=np.float64))

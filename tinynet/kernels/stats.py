@@ -1,0 +1,149 @@
+"""Statistics kernels for the Kronecker-factored and covariance preconditioners
+(thesis chapter 6). CPU `@njit` functions; GPU twins may be appended below.
+
+Index legend: n batch, i layer inputs (n_in), o layer outputs (n_out).
+H (n, i) is a Linear layer's input batch, B (n, o) a batch of back-propagated
+vectors at its pre-activations.
+
+  col_mean(H)           mu = 1/n sum_n h_n                          (i,)
+  centered_cov(H, mu)   C = 1/n sum_n (h_n - mu)(h_n - mu)^T        (6.1.1), (i, i)
+  kfac_A(H)             A = 1/n sum_n [h h^T, h; h^T, 1]            (6.2.2), (i+1, i+1)
+  kfac_G(B)             G = 1/n sum_n b_n b_n^T                     (6.2.2), (o, o)
+  running_update(R, S, rho)   R <- rho R + (1 - rho) S  (running averages)
+"""
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def col_mean(H):
+    n, i = H.shape
+    mu = np.zeros(i, dtype=H.dtype)
+    for r in range(n):
+        for c in range(i):
+            mu[c] += H[r, c]
+    for c in range(i):
+        mu[c] /= n
+    return mu
+
+
+@njit(cache=True)
+def centered_cov(H, mu):
+    """C = 1/n (H - 1 mu^T)^T (H - 1 mu^T)  (thesis 6.1.1)."""
+    n = H.shape[0]
+    Hc = H - mu                       # broadcast over rows
+    C = Hc.T @ Hc
+    return C / n
+
+
+@njit(cache=True)
+def kfac_A(H):
+    """A = 1/n sum_n (h^T 1)^T (h^T 1): the activation factor with the bias as the
+    LAST row/column, matching the flat layout [vec(W); b] (J_theta = (h^T 1) ⊗ J_a)."""
+    n, i = H.shape
+    A = np.empty((i + 1, i + 1), dtype=H.dtype)
+    A[:i, :i] = (H.T @ H) / n
+    s = np.zeros(i, dtype=H.dtype)
+    for r in range(n):
+        for c in range(i):
+            s[c] += H[r, c]
+    for c in range(i):
+        A[c, i] = s[c] / n
+        A[i, c] = s[c] / n
+    A[i, i] = 1.0
+    return A
+
+
+@njit(cache=True)
+def kfac_G(B):
+    """G = 1/n B^T B, with rows b_n = J_a^T s_n for square-root factors s_n of D
+    (so that E b b^T = J_a^T D J_a), thesis 6.2.2."""
+    return (B.T @ B) / B.shape[0]
+
+
+@njit(cache=True)
+def running_update(R, S, rho):
+    """In place R <- rho R + (1 - rho) S (exponential running average)."""
+    Rf = R.reshape(-1)
+    Sf = S.reshape(-1)
+    for k in range(Rf.size):
+        Rf[k] = rho * Rf[k] + (1.0 - rho) * Sf[k]
+
+
+# ---------------------------------------------------------------- CUDA (@cuda.jit)
+# Same meaning as the CPU twins above, results written into `out` arrays. One
+# thread per output entry and a loop over the batch: these run once per
+# statistics batch (amortized), not in the per-step GEMMs. Typed constants keep
+# float32 kernels in float32. Launch: `launch_2d(shape)` / `launch_1d(size)`.
+from numba import cuda  # noqa: E402  (CUDA section of the module)
+
+TPB_2D = 16
+TPB_1D = 256
+
+
+def launch_2d(shape):
+    """(blocks, threads) covering a 2-D output of `shape` (rows, cols)."""
+    return ((shape[1] + TPB_2D - 1) // TPB_2D, (shape[0] + TPB_2D - 1) // TPB_2D), (TPB_2D, TPB_2D)
+
+
+def launch_1d(size):
+    return (size + TPB_1D - 1) // TPB_1D, TPB_1D
+
+
+@cuda.jit
+def col_mean_cuda(H, mu):
+    """mu[c] = 1/n sum_r H[r, c]; one thread per column."""
+    c = cuda.grid(1)
+    n = H.shape[0]
+    if c < H.shape[1]:
+        s = H.dtype.type(0)
+        for r in range(n):
+            s += H[r, c]
+        mu[c] = s / H.dtype.type(n)
+
+
+@cuda.jit
+def centered_cov_cuda(H, mu, C):
+    """C[r, c] = 1/n sum_m (H[m, r] - mu[r]) (H[m, c] - mu[c])  (thesis 6.1.1)."""
+    c, r = cuda.grid(2)
+    n, i = H.shape
+    if r < i and c < i:
+        s = H.dtype.type(0)
+        for m in range(n):
+            s += (H[m, r] - mu[r]) * (H[m, c] - mu[c])
+        C[r, c] = s / H.dtype.type(n)
+
+
+@cuda.jit
+def kfac_A_cuda(H, A):
+    """A = 1/n sum [h h^T, h; h^T, 1], bias last (thesis 6.2.2); A is (i+1, i+1)."""
+    c, r = cuda.grid(2)
+    n, i = H.shape
+    if r <= i and c <= i:
+        one = H.dtype.type(1)
+        s = H.dtype.type(0)
+        for m in range(n):
+            hr = H[m, r] if r < i else one
+            hc = H[m, c] if c < i else one
+            s += hr * hc
+        A[r, c] = s / H.dtype.type(n)
+
+
+@cuda.jit
+def kfac_G_cuda(B, G):
+    """G = 1/n B^T B (thesis 6.2.2)."""
+    c, r = cuda.grid(2)
+    n, o = B.shape
+    if r < o and c < o:
+        s = B.dtype.type(0)
+        for m in range(n):
+            s += B[m, r] * B[m, c]
+        G[r, c] = s / B.dtype.type(n)
+
+
+@cuda.jit
+def running_update_cuda(R, S, rho):
+    """R <- rho R + (1 - rho) S on flat (1-D) arrays."""
+    k = cuda.grid(1)
+    if k < R.size:
+        R[k] = rho * R[k] + (R.dtype.type(1) - rho) * S[k]

@@ -1,0 +1,31 @@
+"""Centered gradient descent (thesis 6.3.1, algorithm 3).
+
+Index legend: n batch, i / o a Linear layer's inputs / outputs; H (n, i) its
+input batch, B (n, o) = (1/n) grad_a l_i the back-propagated batch-mean gradient
+at its pre-activations, mu the minibatch mean of h.
+
+Per Linear layer (algorithm 3, lines 5-6, the centered part of eq. 6.2.4):
+  b <- b - lr 1/n sum_i grad_a l_i             (= - lr sum_rows B; bias as the thesis writes it)
+  W <- W - lr 1/n sum_i grad_a l_i (h_i - mu)^T (= - lr B^T (H - 1 mu^T))
+Other stages with parameters get plain SGD.
+"""
+from tinynet.optim.base import Optimizer
+from tinynet.optim.stats import centered_input, forward_backward_bk, layer_axpy, other_stages_sgd
+
+
+class Centered(Optimizer):
+    name = "centered"
+
+    def __init__(self, net, lr=0.01):
+        super().__init__(net, lr)
+        self._grad = self.bk.zeros(net.n_params, net.dtype)
+
+    def step(self, X, Y):
+        bk = self.bk
+        loss, ctxs, _, Bs = forward_backward_bk(self.net, X, Y, self._grad)
+        for i, B in Bs.items():
+            _, Hc = centered_input(bk, ctxs[i][0])           # centering (eq. 6.2.4)
+            layer_axpy(self.net, i, -self.lr, bk.matmul(Hc, B, ta=True), bk.col_sum(B))
+        other_stages_sgd(self.net, self._grad, self.lr)
+        self.k += 1
+        return loss

@@ -1,0 +1,165 @@
+"""Hessian-free optimization (Martens 2010): truncated CG on the damped
+curvature system with matrix-free products, Levenberg-Marquardt damping.
+
+Index legend: p parameters; g (p,) the minibatch gradient; C the minibatch
+Gauss-Newton matrix (thesis 3.1.4) or Hessian, never formed: only the
+products C v of tinynet.curvature (gvp / hvp: the N^{-1} forward and M^{-1}
+backward substitutions of seed 001); λ the damping.
+
+One update:
+  1. g and f(θ) on the minibatch (X, Y).
+  2. CG on (C + λ I) p = -g (the damped Newton system of thesis 3.1.3, with
+     the Tikhonov eps = λ adapted), from p_0 = decay * p_prev (warm start),
+     at most `cg_iters` products, Martens's relative-progress stop.
+  3. CG backtracking (optional): among the iterates kept at i = ceil(1.3^j),
+     walk back from the last while the minibatch loss keeps decreasing.
+  4. Reduction ratio ρ = (f(θ + p) - f(θ)) / q(p), q(p) = g^T p + 1/2 p^T C p
+     the *undamped* quadratic model; Levenberg-Marquardt: λ *= 3/2 if ρ < 1/4,
+     λ *= 2/3 if ρ > 3/4.
+  5. Optional Armijo backtracking line search on the step size α (from lr,
+     shrink by 0.8, f(θ + α p) <= f(θ) + 1e-2 α g^T p; no step when it fails),
+     as in Martens & Sutskever (2012).
+  6. θ += α p.
+
+With the Hessian as C the damped system may be indefinite: CG stops on the
+first direction of non-positive curvature and keeps the iterate before it;
+if that is the zero vector, the step falls back to p = -g (steepest descent,
+sized by the line search). Both are reported in `metrics`.
+"""
+import math
+
+import numpy as np
+
+from tinynet.optim.base import Optimizer
+from tinynet.optim.cg import conjugate_gradient
+
+HF_CURVATURES = ("gn", "hessian")
+
+
+def curvature_product(net, X, Y, curvature):
+    """v (host, p) -> C v (host float array of v's dtype) for C the minibatch
+    GN matrix ("gn") or Hessian ("hessian"), from tinynet.curvature."""
+    from tinynet import curvature as cv
+    fn = {"gn": cv.gvp, "hessian": cv.hvp}[curvature]
+
+    def product(v):
+        return np.asarray(net.bk.to_host(fn(net, X, Y, v)), dtype=v.dtype)
+    return product
+
+
+class HessianFree(Optimizer):
+    """`HessianFree(net, lr=1.0, curvature="gn", damping=1.0, cg_iters=250,
+    cg_tol=1e-10, progress_tol=5e-4, warm_start=0.95, backtrack=True,
+    line_search=True, adapt_damping=True, curvature_fraction=1.0,
+    min_damping=1e-8)`: see the module docstring.
+
+    warm_start: decay of the previous CG solution used as the start (0 = cold);
+    curvature_fraction: the share of the minibatch (its first rows) used for
+    the curvature products (Martens uses a smaller batch for them than for g).
+    metrics: cg_iters, damping (λ after the update), rho, alpha,
+    backtrack_iter, negative_curvature; `last_cg` holds the last CGResult
+    (its `stop` says why CG stopped).
+    """
+
+    name = "hf"
+
+    def __init__(self, net, lr=1.0, curvature="gn", damping=1.0, cg_iters=250, cg_tol=1e-10,
+                 progress_tol=5e-4, warm_start=0.95, backtrack=True, line_search=True,
+                 adapt_damping=True, curvature_fraction=1.0, min_damping=1e-8):
+        super().__init__(net, lr)
+        if curvature not in HF_CURVATURES:
+            raise ValueError(f"HessianFree: curvature must be one of {', '.join(HF_CURVATURES)}, "
+                             f"got {curvature!r}")
+        if not damping >= 0:
+            raise ValueError(f"HessianFree: damping must be >= 0, got {damping}")
+        if int(cg_iters) < 1:
+            raise ValueError(f"HessianFree: cg_iters must be >= 1, got {cg_iters}")
+        if not 0 <= warm_start < 1:
+            raise ValueError(f"HessianFree: warm_start (decay) must lie in [0, 1), got {warm_start}")
+        if not 0 < curvature_fraction <= 1:
+            raise ValueError(f"HessianFree: curvature_fraction must lie in (0, 1], got {curvature_fraction}")
+        self.curvature, self.damping = curvature, float(damping)
+        self.cg_iters, self.cg_tol, self.progress_tol = int(cg_iters), float(cg_tol), progress_tol
+        self.warm_start, self.backtrack, self.line_search = float(warm_start), bool(backtrack), bool(line_search)
+        self.adapt_damping, self.curvature_fraction = bool(adapt_damping), float(curvature_fraction)
+        self.min_damping = float(min_damping)
+        self.p_prev = np.zeros(net.n_params, dtype=net.dtype)
+        self.last_cg = None
+
+    def state_dict(self):
+        return {**super().state_dict(), "damping": self.damping, "p_prev": self.p_prev.copy()}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.damping = float(state["damping"])
+        self.p_prev = np.array(state["p_prev"], dtype=self.net.dtype)
+
+    def _loss_at(self, theta0, p, alpha=1.0):
+        self.net.set_flat(theta0 + alpha * p)
+        return float(self.net.loss(self._X, self._Y))
+
+    def step(self, X, Y):
+        net = self.net
+        f0, gb = net.loss_and_gradient(X, Y)
+        f0 = float(f0)
+        g = np.array(self.bk.to_host(gb), copy=True)
+        theta0 = net.get_flat()
+        self._X, self._Y = X, Y
+        n = X.shape[0] if hasattr(X, "shape") else len(X)       # host or device batch
+        m = max(1, math.ceil(self.curvature_fraction * n))
+        Cv = curvature_product(net, X[:m], Y[:m], self.curvature)
+        lam = self.damping
+
+        x0 = self.warm_start * self.p_prev if self.warm_start > 0 and np.any(self.p_prev) else None
+        res = conjugate_gradient(lambda v: Cv(v) + lam * v, -g, x0=x0, max_iters=self.cg_iters,
+                                 tol=self.cg_tol, progress_tol=self.progress_tol,
+                                 keep_iterates=self.backtrack)
+        p, back_i, f1 = res.x, res.iters, None
+        if not np.any(p):                       # negative curvature at the start
+            p = -g                              # steepest descent; the line search sizes it
+        elif self.backtrack and len(res.iterates) > 1:
+            # walk back over the kept iterates while the loss keeps decreasing
+            its = res.iterates
+            best_i, best_p = its[-1]
+            best_f = self._loss_at(theta0, best_p)
+            for i, pi in reversed(its[:-1]):
+                fi = self._loss_at(theta0, pi)
+                if fi >= best_f:
+                    break
+                best_i, best_p, best_f = i, pi, fi
+            p, back_i, f1 = best_p, best_i, best_f
+        self.p_prev = np.array(res.x, dtype=net.dtype, copy=True)
+
+        if f1 is None:
+            f1 = self._loss_at(theta0, p)
+        net.set_flat(theta0)                    # C is the curvature at θ, not at θ + p
+        Cp = Cv(p)
+        q = float(g @ p) + 0.5 * float(p @ Cp)
+        rho = (f1 - f0) / q if q < 0 else float("nan")   # q >= 0: the model predicts no decrease
+        if self.adapt_damping:
+            if not rho >= 0.25:
+                lam *= 1.5
+            elif rho > 0.75:
+                lam *= 2.0 / 3.0
+            self.damping = max(lam, self.min_damping)   # a floor, so that λ = 0 can grow
+
+        alpha = self.lr
+        if self.line_search:
+            gp = float(g @ p)
+            f_alpha = self._loss_at(theta0, p, alpha) if alpha != 1.0 else f1
+            tries = 0
+            while not (math.isfinite(f_alpha) and f_alpha <= f0 + 1e-2 * alpha * gp):
+                tries += 1
+                if tries > 20:      # 0.8^20 ~ 1e-2 of lr: give up, no step
+                    alpha = 0.0
+                    break
+                alpha *= 0.8
+                f_alpha = self._loss_at(theta0, p, alpha)
+        net.set_flat(theta0 + alpha * p)
+        self._X = self._Y = None
+        self.k += 1
+        self.last_cg = res
+        self.metrics = {"cg_iters": res.iters, "damping": self.damping,
+                        "rho": rho, "alpha": alpha, "backtrack_iter": back_i,
+                        "negative_curvature": float(res.negative_curvature)}
+        return f0

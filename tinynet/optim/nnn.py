@@ -1,0 +1,100 @@
+"""Natural Neural Networks, NNN (thesis 6.4.2, after Desjardins et al. 2015).
+
+Index legend: n batch, i / o a Linear layer's inputs / outputs; H (n, i) its
+input batch, B (n, o) = (1/n) grad_a l_i at its pre-activations.
+
+Each Linear layer is reparametrized as  a = V U (h - mu) + d  (6.4.2) with
+  mu = E[h],  U = (C + eps I)^{-1/2},  C = E[(h - mu)(h - mu)^T]   (6.1.1)
+so that the effective input h_e = U (h - mu) is centered and white. U and mu
+are not trained: every T updates they are re-estimated from the current
+minibatch (U through a symmetric eigendecomposition, eigenvalues floored at
+`floor`), and V, d are re-projected so that the network's function is
+unchanged:  V' = W U'^{-1},  d' = b + W mu'  (W = V U, b = d - V U mu).
+V and d follow SGD:  grad_V = B^T (H - 1 mu^T) U,  grad_d = sum_rows B.
+The network keeps the effective W = V U and b = d - W mu in its flat vector,
+so forward passes, checkpoints of theta and evaluation need nothing special.
+"""
+import numpy as np
+
+from tinynet.optim.base import Optimizer
+from tinynet.optim.stats import forward_backward_bk, input_moments, other_stages_sgd
+
+
+def inverse_sqrt(C, floor):
+    """(U, U^{-1}) with U = C^{-1/2}, eigenvalues of C floored at `floor`."""
+    w, Q = np.linalg.eigh(C)
+    w = np.maximum(w, floor)
+    return (Q / np.sqrt(w)) @ Q.T, (Q * np.sqrt(w)) @ Q.T
+
+
+class NNN(Optimizer):
+    name = "nnn"
+
+    def __init__(self, net, lr=0.01, eps=1e-3, T=100, floor=1e-6):
+        super().__init__(net, lr)
+        if not eps >= 0 or not floor > 0:
+            raise ValueError(f"NNN: need eps >= 0 and floor > 0, got eps={eps}, floor={floor}")
+        if int(T) < 1:
+            raise ValueError(f"NNN: amortization T must be >= 1, got {T}")
+        self.eps, self.T, self.floor = float(eps), int(T), float(floor)
+        self.state = {}          # Linear index -> dict(V, d, U, mu)
+        self._grad = self.bk.zeros(net.n_params, net.dtype)
+
+    def _effective(self, i):
+        s = self.net.layers[i]
+        W = np.array(self.bk.to_host(s.WT), dtype=np.float64).T
+        b = np.array(self.bk.to_host(s.b), dtype=np.float64)
+        return W, b
+
+    def _write(self, i, W, b):
+        """theta[W, b of Linear stage i] <- [vec(W); b]."""
+        a, c = self.net.offsets[i]
+        flat = np.concatenate([W.ravel(order="F"), b]).astype(self.net.dtype)
+        self.bk.copy_into(self.net.theta[a:c], self.bk.asarray(flat))
+
+    def state_dict(self):
+        """k, lr and per layer V^T, d, U, mu (resume bit-for-bit)."""
+        st = super().state_dict()
+        st["layers"] = {str(i): {k: np.array(self.bk.to_host(v)) for k, v in s.items()}
+                        for i, s in self.state.items()}
+        return st
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.state = {int(i): {k: self.bk.asarray(np.asarray(v, dtype=self.net.dtype)) for k, v in s.items()}
+                      for i, s in state.get("layers", {}).items()}
+
+    def reproject(self, ctxs):
+        """Re-estimate mu, U from the inputs in ctxs and re-project V, d (6.4.2)."""
+        bk, dt = self.bk, self.net.dtype
+        for i, (mu, C) in input_moments(self.net, ctxs).items():
+            W, b = self._effective(i)
+            U, Uinv = inverse_sqrt(C + self.eps * np.eye(len(C)), self.floor)
+            V = W @ Uinv
+            d = b + W @ mu
+            Weff = V @ U
+            self._write(i, Weff, d - Weff @ mu)
+            self.state[i] = dict(VT=bk.asarray(np.ascontiguousarray(V.T).astype(dt)),
+                                 d=bk.asarray(d.astype(dt)), U=bk.asarray(U.astype(dt)),
+                                 mu=bk.asarray(mu.astype(dt)), negmu=bk.asarray((-mu).astype(dt)))
+
+    def step(self, X, Y):
+        net, bk = self.net, self.bk
+        loss, ctxs, _, Bs = forward_backward_bk(net, X, Y, self._grad)
+        if self.k % self.T == 0:
+            self.reproject(ctxs)            # function unchanged: B, loss stay valid
+        for i, B in Bs.items():
+            st = self.state[i]
+            He = bk.matmul(bk.add_bias(bk.copy(ctxs[i][0]), st["negmu"]), st["U"])   # rows U (h - mu)
+            bk.axpy(-self.lr, bk.matmul(He, B, ta=True).reshape(-1), st["VT"].reshape(-1))   # grad_V^T
+            bk.axpy(-self.lr, bk.col_sum(B), st["d"])
+            WT = bk.matmul(st["U"], st["VT"])                      # (V U)^T = U V^T, (i, o)
+            b = bk.copy(st["d"])
+            bk.axpy(-1.0, bk.matmul(st["mu"].reshape(1, -1), WT).reshape(-1), b)   # d - W mu
+            a, c = net.offsets[i]
+            k = WT.size
+            bk.copy_into(net.theta[a:a + k], WT.reshape(-1))
+            bk.copy_into(net.theta[a + k:c], b)
+        other_stages_sgd(net, self._grad, self.lr)
+        self.k += 1
+        return loss

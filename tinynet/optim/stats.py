@@ -1,0 +1,230 @@
+"""Per-layer statistics for the Kronecker-factored and covariance preconditioners
+(thesis chapter 6), gathered from the forward ctxs and backward passes of a
+Sequential. Math in tinynet.kernels.stats; this module decides which batch
+matrices feed them.
+
+Index legend: n batch, k network outputs, i / o a Linear layer's inputs / outputs.
+For each Linear stage (by its index in net.layers):
+  H (n, i)   its input batch, read from the forward ctx
+  B (n, o)   a batch of vectors back-propagated to its pre-activations a
+
+  mean, cov      mu, C of H                                 (thesis 6.1.1)
+  A              1/n sum [h h^T, h; h^T, 1]                 (6.2.2, bias last)
+  G              1/n sum J_a^T D J_a                        (6.2.2)
+    curvature "gn":     D = d2l/df2 = S S^T; rows s_n = S_n eps_n with eps_n
+                        standard normal give E[b b^T] = J_a^T D J_a (one backward
+                        pass per batch; exact=True instead back-propagates every
+                        column of S: k passes, for tests and small outputs)
+    curvature "fisher": rows dl/df at targets sampled from the model's predictive
+                        distribution (Monte-Carlo Fisher, one backward pass, seeded)
+
+Cost: one backward pass of n x k rows per statistics batch, no per-example
+Jacobians; A and C are one (i x n)(n x i) GEMM each.
+"""
+import numpy as np
+
+from tinynet.kernels import stats as K
+from tinynet.layers.linear import Linear
+from tinynet.losses.mse import MSELoss
+from tinynet.losses.softmax_ce import SoftmaxCrossEntropyLoss
+
+
+def linear_indices(net):
+    """Indices in net.layers of the Linear stages, in pipeline order."""
+    idx = [i for i, s in enumerate(net.layers) if isinstance(s, Linear)]
+    if not idx:
+        raise ValueError("this preconditioner needs at least one Linear stage in the network")
+    return idx
+
+
+def layer_input(net, ctxs, i):
+    """H (n, i) of Linear stage i, host float array."""
+    return np.asarray(net.bk.to_host(ctxs[i][0]))
+
+
+def backward_rows(net, ctxs, b, grad=None):
+    """Reverse pass of the rows b (n, k) at the network output: {Linear index: B}
+    with B (n, o) the vectors reaching that stage's pre-activations (host).
+
+    Linear stages get grad=None (the preconditioners form their own weight
+    updates from B and H); any other stage with parameters writes its plain
+    gradient into `grad` (its slice of a flat vector) when `grad` is given."""
+    return {i: np.asarray(net.bk.to_host(B)) for i, B in backward_rows_bk(net, ctxs, b, grad).items()}
+
+def forward_backward(net, X, Y, grad=None):
+    """Forward and backward of the batch-mean loss, without the Linear weight
+    GEMMs: (loss, ctxs, loss ctx, {Linear index: B}) with B = (1/n) dl_i/da_i."""
+    F, ctxs = net.forward_ctx(X)
+    value, lctx = net.loss_stage.forward(F, net.as_target(Y))
+    B = backward_rows(net, ctxs, net.loss_stage.vjp(lctx), grad)
+    return float(value), ctxs, lctx, B
+
+
+def sqrt_D_rows(loss, lctx, eps):
+    """Rows S_n eps_n (n, k) with S_n S_n^T = D_n = d2l/df2 of example n.
+    MSE: D = 2I. Softmax cross-entropy on logits: D = (diag(sqrt p) - p sqrt(p)^T)
+    (diag(sqrt p) - sqrt(p) p^T) times sum(y). Otherwise a symmetric
+    eigendecomposition of hess_f per example (small k only)."""
+    if isinstance(loss, MSELoss):
+        return np.sqrt(2.0) * eps
+    if isinstance(loss, SoftmaxCrossEntropyLoss):
+        p = loss.probabilities(lctx).astype(np.float64)
+        ys = np.asarray(loss.bk.to_host(lctx[1])).sum(axis=1, keepdims=True)
+        sp = np.sqrt(p)
+        r = sp * eps - p * np.sum(sp * eps, axis=1, keepdims=True)
+        return r * np.sqrt(ys)
+    D = np.asarray(loss.hess_f(lctx), dtype=np.float64)
+    w, V = np.linalg.eigh(D)
+    S = V * np.sqrt(np.clip(w, 0.0, None))[:, None, :]
+    return np.einsum("nkj,nj->nk", S, eps)
+
+
+def sqrt_D_columns(loss, lctx):
+    """(k, n, k): column c of each example's square-root factor S_n, so that
+    sum_c s_nc s_nc^T = D_n (exact GN factors)."""
+    n, k = lctx[0].shape
+    return np.stack([sqrt_D_rows(loss, lctx, np.tile(np.eye(k)[c], (n, 1))) for c in range(k)])
+
+
+def curvature_rows(net, ctxs, lctx, curvature, rng, exact=False):
+    """List of (n, k) row batches at the output whose back-propagation B gives
+    G = 1/n sum over the list of B^T B (see the module docstring)."""
+    loss = net.loss_stage
+    F = lctx[0]
+    n, k = F.shape
+    if curvature == "gn":
+        if exact:
+            return list(sqrt_D_columns(loss, lctx))
+        return [sqrt_D_rows(loss, lctx, rng.standard_normal((n, k)))]
+    if curvature == "fisher":
+        Ys = loss.sample_targets(lctx, rng)
+        _, sctx = loss.forward(F, net.bk.asarray(np.asarray(Ys, dtype=net.dtype)))
+        return [loss.grad_f(sctx)]
+    raise ValueError(f"curvature must be 'gn' or 'fisher', got {curvature!r}")
+
+
+def kfac_factors(net, ctxs, lctx, curvature="gn", rng=None, exact=False):
+    """{Linear index: (A, G)} for the batch of ctxs (thesis 6.2.2)."""
+    rng = np.random.default_rng(0) if rng is None else rng
+    rows = curvature_rows(net, ctxs, lctx, curvature, rng, exact)
+    Gs = {}
+    for R in rows:
+        Bs = backward_rows(net, ctxs, net.bk.asarray(np.asarray(R, dtype=net.dtype)))
+        for i, B in Bs.items():
+            g = K.kfac_G(np.ascontiguousarray(B)).astype(np.float64)
+            Gs[i] = g if i not in Gs else Gs[i] + g
+    # computed in the network's dtype (float64 in the exactness tests), averaged in float64
+    return {i: (K.kfac_A(np.ascontiguousarray(layer_input(net, ctxs, i))).astype(np.float64), Gs[i])
+            for i in linear_indices(net)}
+
+
+def input_moments(net, ctxs):
+    """{Linear index: (mu, C)} of each Linear stage's input batch (thesis 6.1.1)."""
+    out = {}
+    for i in linear_indices(net):
+        H = np.ascontiguousarray(layer_input(net, ctxs, i), dtype=np.float64)
+        mu = K.col_mean(H)
+        out[i] = (mu, K.centered_cov(H, mu))
+    return out
+
+
+class RunningAverage:
+    """Exponential running average of per-layer matrices across statistics
+    batches: R <- rho R + (1 - rho) S, the first batch initializing R."""
+
+    def __init__(self, rho=0.95):
+        if not 0 <= rho < 1:
+            raise ValueError(f"running-average rho must lie in [0, 1), got {rho}")
+        self.rho = float(rho)
+        self.value = {}
+
+    def update(self, new):
+        for key, mats in new.items():
+            if key not in self.value:
+                self.value[key] = tuple(np.array(m, dtype=np.float64, copy=True) for m in mats)
+            else:
+                for R, S in zip(self.value[key], mats):
+                    K.running_update(R, np.asarray(S, dtype=np.float64), self.rho)
+        return self.value
+
+
+# -- shared by the layer-wise optimizers (centered, ACP, KFAC, NNN) ------------
+# Per-step work goes through the backend (its GEMM kernels), so that every
+# per-step GEMM uses one BLAS (mixing numpy's and Numba's BLAS thread pools on
+# a CPU made each step several times slower) and runs on the selected device.
+def centered_input(bk, H):
+    """(mu, H - 1 mu^T) as backend arrays (mu = minibatch mean of the rows)."""
+    n = H.shape[0]
+    mu = bk.col_sum(H)
+    bk.scale(1.0 / n, mu)
+    neg = bk.copy(mu)
+    bk.scale(-1.0, neg)
+    return mu, bk.add_bias(bk.copy(H), neg)
+
+
+def backward_rows_bk(net, ctxs, b, grad=None):
+    """backward_rows keeping B as backend arrays (the optimizers' hot path)."""
+    out = {}
+    lin = set(linear_indices(net))
+    first = min(lin)
+    for i in range(len(net.layers) - 1, -1, -1):
+        s = net.layers[i]
+        a, c = net.offsets[i]
+        if i in lin:
+            out[i] = b
+            if i <= first:
+                break
+            g = None
+        else:
+            g = grad[a:c] if (grad is not None and c > a) else None
+        b = s.vjp(ctxs[i], b, g, need_b_in=i > first)
+    return out
+
+
+def forward_backward_bk(net, X, Y, grad=None):
+    """forward_backward with B as backend arrays (the optimizers' hot path)."""
+    F, ctxs = net.forward_ctx(X)
+    value, lctx = net.loss_stage.forward(F, net.as_target(Y))
+    B = backward_rows_bk(net, ctxs, net.loss_stage.vjp(lctx), grad)
+    return float(value), ctxs, lctx, B
+
+
+def layer_axpy(net, i, a, dWT=None, db=None):
+    """theta[W, b of Linear stage i] += a [vec(dW); db] (backend arrays; dWT as
+    (i, o) C-ordered, whose flat order is vec(W) column-major)."""
+    s = net.layers[i]
+    p0, p1 = net.offsets[i]
+    k = s.n_in * s.n_out
+    if dWT is not None:
+        net.bk.axpy(a, dWT.reshape(-1), net.theta[p0:p0 + k])
+    if db is not None:
+        net.bk.axpy(a, db.reshape(-1), net.theta[p0 + k:p1])
+
+
+def other_stages_sgd(net, grad, lr):
+    """Plain SGD on the parameters of the non-Linear stages (e.g. batch-norm
+    scales), whose gradient backward_rows wrote into `grad`."""
+    lin = set(linear_indices(net))
+    for i, (a, c) in enumerate(net.offsets):
+        if c > a and i not in lin:
+            net.bk.axpy(-lr, grad[a:c], net.theta[a:c])
+
+
+def damped_inverse(M, damping):
+    """(M + damping I)^{-1} of a symmetric positive semi-definite M (host, float64),
+    by Cholesky (LAPACK potrf + potri: about n^3 flops, a third of an LU solve);
+    a symmetric eigendecomposition when the damped matrix is not numerically
+    positive definite."""
+    from scipy.linalg import lapack
+    d = M.shape[0]
+    S = np.array(M, dtype=np.float64, order="F", copy=True)
+    S[np.diag_indices(d)] += damping
+    c, info = lapack.dpotrf(S, lower=False, overwrite_a=True)
+    if info == 0:
+        inv, info = lapack.dpotri(c, lower=False, overwrite_c=True)
+        if info == 0:
+            upper = np.triu(inv)
+            return upper + np.triu(inv, 1).T
+    w, Q = np.linalg.eigh(M + damping * np.eye(d))
+    w = np.maximum(w, max(damping, 1e-12 * np.abs(w).max(), np.finfo(np.float64).tiny))
+    return (Q / w) @ Q.T

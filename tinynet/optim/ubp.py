@@ -1,0 +1,303 @@
+"""Updated backpropagation, UBP (thesis chapter 5, algorithm 2).
+
+Index legend: n batch, k network outputs, o / i out- / in-features of the
+Linear layer being visited, l its index; h = h_{l-1} (n, i) its input, a = a_l
+(n, o) its output (pre-activation); J_i = d f / d a_l (k, o) per example;
+D_i = d^2 l_i / d f^2 (k, k); lambda = lr.
+
+Backpropagation visits the Linear layers from the top down. UBP applies each
+layer's update *before* the signal passes through it, and corrects the signal
+to first order for that update (thesis 5.2):
+
+  db = -(lambda/n) sum_i da_i ;  dW = -(lambda/n) sum_i da_i h_i^T    (alg. 2, lines 11-12)
+  dh_i <- (W + dW)^T da_i + W^T H_i (dW h_i + db)                       (alg. 2, line 14)
+  J_i <- J_i W   (W before its update)                                  (alg. 2, line 15)
+
+H_i = d^2 l_i / d a_l^2, either its Gauss-Newton form J_i^T D_i J_i
+(`curvature="gn"`, the thesis's choice, 5.2) or the exact second derivative
+(`curvature="exact"`: GN plus, for each activation stage above, the term
+P^T diag(f''(z) * b) P, P = d z / d a_l, b = d l_i / d(activation output)).
+All forward quantities, f'(a) and the Jacobians are those of the network
+*before* the step (one forward pass); the exact H_i is taken there too, which
+is all the first-order argument of 5.2 needs.
+
+Scaling: tinynet's signals are B = rows da_i / n (the loss's vjp), so
+dW^T = -lambda H^T B (the SGD gradient matmul) and the correction enters as
+C = rows H_i (dW h_i + db) / n, added to B before the product with W.
+
+Two modes give the same update:
+- `explicit`: J_i stored as host arrays (n, k, width), propagated by J <- J W
+  and J <- J diag(f'); kept after the step in `last_jacobians` (stage index ->
+  (n, k, o) array, J at that Linear layer's output). With `curvature="exact"`
+  the dense per-example Hessians H_i (n, o, o) are propagated instead
+  (H <- W^T H W; H <- diag(f') H diag(f') + diag(f'' * b)) and kept in
+  `last_hessians`. Cost n k o i (GN) or n o i^2 (exact) per layer: for
+  teaching and small nets; a batch whose arrays would exceed
+  `max_jacobian_bytes` is refused.
+- `matrix_free`: H_i v by a forward-mode pass (the stages' jvp) from a_l up to
+  the output, D_i, and a reverse pass (the stages' vjp) back down to a_l; for
+  `exact`, the reverse pass adds f''(z) * b * dz at each activation (the R-op).
+  All parameter updates are applied after the sweep, so every stage above
+  still holds its pre-update weights during these passes. Never forms J.
+
+Cost (matrix_free): the passes for layer l cross every stage above it, so the
+sweep costs sum_l (2 x the GEMMs above l), O(L^2) in depth; the updates are
+sequentially dependent (dW_l needs the corrected signal from l+1), so passes
+of different layers cannot be fused. Two savings: the bottom Linear layer needs
+no correction (its dh is never used), and dW h_i + db for the whole batch is
+-lambda (H H^T + 1 1^T) B (a Gram product, n^2 (i + o) instead of n i o flops
+when that is cheaper), likewise B dW = -lambda (B B^T) H. Measured on the
+MNIST autoencoder, batch 200, float32, 2 cores (benchmarks/ubp.py): 3.2x an
+SGD step (GN), 3.6x (exact; it adds one plain backward pass for the f'' * b
+weights); the GEMM flops alone are 3.35x. Explicit mode: ~60x at batch 20.
+
+Explosion control (thesis 5.5): per layer, rho_l = ||C|| / ||B|| (Frobenius
+over the batch, both in the pre-activation space a_l, before the common product
+with W^T) measures the correction's size relative to the plain signal;
+`metrics["correction_ratio"]` is max_l rho_l, `last_ratios` the per-layer
+values. With `clip=c`, a correction with rho_l > c is scaled down to
+||C|| = c ||B||. Divergence beyond that is the trainer's guard's business.
+On the MNIST autoencoder the top layer's rho grows during training (0.2 ->
+0.9 at lr 0.03) and the loss climbs back from the ~53 plateau; clipping the
+correction delays but does not stop it (the (W + dW)^T term goes wrong too):
+UBP is usable there up to lr ~0.02 (default 0.01), where SGD takes 0.3.
+"""
+import numpy as np
+
+from tinynet.layers.activation import Activation
+from tinynet.layers.linear import Linear
+from tinynet.losses.mse import MSELoss
+from tinynet.optim.base import Optimizer
+
+CURVATURES = ("gn", "exact")
+MODES = ("matrix_free", "explicit")
+
+
+class UBP(Optimizer):
+    """`UBP(net, lr, curvature="gn", mode="matrix_free", clip=None,
+    max_jacobian_bytes=2**30)`; `step(X, Y)` returns the batch loss before
+    the update. A network with one Linear layer makes UBP exactly SGD."""
+
+    name = "ubp"
+
+    def __init__(self, net, lr, curvature="gn", mode="matrix_free", clip=None,
+                 max_jacobian_bytes=2 ** 30, *, ubp_curvature=None, ubp_mode=None, ubp_clip=None):
+        """ubp_curvature, ubp_mode, ubp_clip: the same three options under the
+        names of the CLI's flags (--ubp-curvature, ...; --curvature belongs to
+        the Newton family), for tinynet.optim.build_optimizer."""
+        super().__init__(net, lr)
+        curvature = _alias("curvature", curvature, "gn", ubp_curvature)
+        mode = _alias("mode", mode, "matrix_free", ubp_mode)
+        clip = _alias("clip", clip, None, ubp_clip)
+        if curvature not in CURVATURES:
+            raise ValueError(f"UBP: curvature must be one of {CURVATURES}, got {curvature!r}")
+        if mode not in MODES:
+            raise ValueError(f"UBP: mode must be one of {MODES}, got {mode!r}")
+        if clip is not None and not clip >= 0:
+            raise ValueError(f"UBP: clip bounds ||correction|| / ||signal|| and must be >= 0, got {clip}")
+        for s in net.layers:
+            if not isinstance(s, (Linear, Activation)):
+                raise TypeError(f"UBP supports Linear and elementwise activation stages; {s!r} is neither")
+        self.curvature, self.mode = curvature, mode
+        self.clip = None if clip is None else float(clip)
+        self.max_jacobian_bytes = int(max_jacobian_bytes)
+        self.linear = [t for t, s in enumerate(net.layers) if isinstance(s, Linear)]
+        if not self.linear:
+            raise ValueError("UBP: the network has no Linear layer to update")
+        self._delta = net.bk.zeros(net.n_params, net.dtype)   # updates, applied after the sweep
+        self.last_jacobians, self.last_hessians, self.last_ratios = {}, {}, {}
+
+    # -- one step ----------------------------------------------------------------------
+    def step(self, X, Y):
+        net, bk, lam = self.net, self.bk, self.lr
+        X = net.as_input(X)
+        n = X.shape[0]
+        if self.mode == "explicit":
+            self._check_memory(n)
+        F, ctxs = net.forward_ctx(X)
+        loss, lctx = net.loss_stage.forward(F, net.as_target(Y))
+        B = net.loss_stage.vjp(lctx)                 # rows dl_i/df / n
+        bottom = self.linear[0]
+        w2 = self._second_order_weights(ctxs, B, bottom) if self.curvature == "exact" else {}
+        J = Hs = None
+        if self.mode == "explicit":
+            if self.curvature == "gn":
+                k = F.shape[1]
+                J = np.broadcast_to(np.eye(k, dtype=net.dtype), (n, k, k)).copy()
+            else:
+                Hs = np.asarray(net.loss_stage.hess_f(lctx), dtype=net.dtype)
+        self.last_jacobians, self.last_hessians, self.last_ratios = {}, {}, {}
+
+        for t in range(len(net.layers) - 1, bottom - 1, -1):
+            stage, ctx = net.layers[t], ctxs[t]
+            if isinstance(stage, Activation):
+                B = stage.vjp(ctx, B)                # da = f'(a) dh
+                if J is not None:
+                    J = J * stage.d1(ctx)[:, None, :]
+                if Hs is not None:
+                    g = stage.d1(ctx)
+                    Hs = g[:, :, None] * Hs * g[:, None, :]
+                    if t in w2:                      # + diag(f'' * dl_i/dz), unscaled signal
+                        idx = np.arange(g.shape[1])
+                        Hs[:, idx, idx] += n * bk.to_host(w2[t])
+                continue
+            a, c = net.offsets[t]
+            dWT, db = stage.split(self._delta[a:c])
+            stage.vjp(ctx, B, grad=self._delta[a:c], need_b_in=False)
+            bk.scale(-lam, self._delta[a:c])         # dW^T = -lambda H^T B, db = -lambda 1^T B
+            if J is not None:
+                self.last_jacobians[t] = J
+            if Hs is not None:
+                self.last_hessians[t] = Hs
+            if t == bottom:
+                break                                # the input's signal is never used
+            h = ctx[0]
+            dA = self._delta_a(h, B, dWT, db)        # rows dW h_i + db
+            if self.mode == "explicit":
+                C = self._correction_explicit(dA, J, Hs, lctx, n)
+            else:
+                C = self._correction_matrix_free(t, dA, ctxs, lctx, w2, n)
+            C = self._control(t, C, B)
+            bk.axpy(1.0, B.reshape(-1), C.reshape(-1))
+            Bnext = stage.vjp(ctx, C)                # (B + C) W: plain signal and correction, through W
+            self._add_B_dW(Bnext, h, B, dWT)         # + B dW: the plain signal through the update
+            B = Bnext
+            W = np.asarray(bk.to_host(stage.WT)).T if self.mode == "explicit" else None
+            if J is not None:                        # J <- J W, pre-update W, as one GEMM
+                J = (J.reshape(-1, W.shape[0]) @ W).reshape(n, -1, W.shape[1])
+            if Hs is not None:                       # H <- W^T H W, as two GEMMs
+                M = (Hs.reshape(-1, W.shape[0]) @ W).reshape(n, W.shape[0], W.shape[1])
+                Hs = (M.transpose(0, 2, 1).reshape(-1, W.shape[0]) @ W).reshape(n, W.shape[1], W.shape[1])
+                Hs = Hs.transpose(0, 2, 1).copy()
+
+        bk.axpy(1.0, self._delta, net.theta)
+        self.k += 1
+        self.metrics["lr"] = lam
+        self.metrics["correction_ratio"] = max(self.last_ratios.values(), default=0.0)
+        return loss
+
+    # -- pieces ---------------------------------------------------------------------------
+    def _delta_a(self, h, B, dWT, db):
+        """Rows dW h_i + db = -lambda (H H^T + 1 1^T) B (Gram form) or H dW^T + db,
+        whichever costs fewer flops."""
+        bk = self.bk
+        n, i = h.shape
+        o = B.shape[1]
+        if n * (i + o) < i * o:
+            K = bk.matmul(h, h, tb=True)
+            bk.add_bias(K, bk.asarray(np.ones(n), K.dtype))
+            dA = bk.matmul(K, B)
+            bk.scale(-self.lr, dA.reshape(-1))
+            return dA
+        dA = bk.matmul(h, dWT)
+        bk.add_bias(dA, db)
+        return dA
+
+    def _add_B_dW(self, out, h, B, dWT):
+        """out += B dW = -lambda (B B^T) H (Gram form) or B dW directly."""
+        bk = self.bk
+        n, i = h.shape
+        o = B.shape[1]
+        if n * (i + o) < i * o:
+            t = bk.matmul(bk.matmul(B, B, tb=True), h)
+            bk.axpy(-self.lr, t.reshape(-1), out.reshape(-1))
+        else:
+            t = bk.matmul(B, dWT, tb=True)
+            bk.axpy(1.0, t.reshape(-1), out.reshape(-1))
+
+    def _loss_dvp(self, lctx, V, scale):
+        """scale * rows D_i V_i, on the backend (MSE: D = 2I without a host trip)."""
+        bk, loss = self.bk, self.net.loss_stage
+        if isinstance(loss, MSELoss):
+            out = bk.copy(V)
+            bk.scale(2.0 * scale, out.reshape(-1))
+            return out
+        return bk.asarray(np.asarray(loss.hess_f_vp(lctx, V)) * scale, self.net.dtype)
+
+    def _correction_matrix_free(self, t, dA, ctxs, lctx, w2, n):
+        """C = rows H_i dA_i / n: jvp up from a_l, D, vjp back down (R-op for exact)."""
+        layers = self.net.layers
+        dz, tangents = dA, {}
+        for u in range(t + 1, len(layers)):
+            if u in w2:
+                tangents[u] = dz                     # dz at the activation's input
+            dz = layers[u].jvp(ctxs[u], dz, None)
+        r = self._loss_dvp(lctx, dz, 1.0 / n)
+        for u in range(len(layers) - 1, t, -1):
+            r = layers[u].vjp(ctxs[u], r)
+            if u in w2:                              # + f''(z) * b * dz (exact curvature)
+                self.bk.axpy(1.0, _mul(self.bk, w2[u], tangents[u]).reshape(-1), r.reshape(-1))
+        return r
+
+    def _correction_explicit(self, dA, J, Hs, lctx, n):
+        bk, dt = self.bk, self.net.dtype
+        dA = np.asarray(bk.to_host(dA))
+        if Hs is not None:
+            C = np.einsum("nop,np->no", Hs, dA) / n
+        else:
+            Jd = np.einsum("nko,no->nk", J, dA)
+            DJd = np.asarray(self.net.loss_stage.hess_f_vp(lctx, bk.asarray(Jd, dt)))
+            C = np.einsum("nko,nk->no", J, DJd) / n
+        return bk.asarray(C, dt)
+
+    def _second_order_weights(self, ctxs, G, bottom):
+        """Exact curvature: for each activation stage u above the bottom layer with
+        f'' != 0, w2[u] = f''(z) * b_u, b_u the plain (pre-step) backprop signal at
+        its output (scaled by 1/n like all signals)."""
+        layers, w2 = self.net.layers, {}
+        b = G
+        for u in range(len(layers) - 1, bottom, -1):
+            s = layers[u]
+            if isinstance(s, Activation) and s.kind not in (None, "relu"):
+                w2[u] = _mul(self.bk, self.bk.act_d2(s.kind, ctxs[u][1]), b)
+            b = s.vjp(ctxs[u], b)
+        return w2
+
+    def _control(self, t, C, B):
+        """rho_t = ||C|| / ||B||; clip C to ||C|| <= clip ||B|| (thesis 5.5)."""
+        bk = self.bk
+        nc = np.sqrt(bk.dot(C.reshape(-1), C.reshape(-1)))
+        nb = np.sqrt(bk.dot(B.reshape(-1), B.reshape(-1)))
+        rho = nc / nb if nb > 0 else (0.0 if nc == 0 else np.inf)
+        self.last_ratios[t] = float(rho)
+        if self.clip is not None and rho > self.clip:
+            bk.scale(self.clip / rho, C.reshape(-1))
+        return C
+
+    def _check_memory(self, n):
+        """Bytes explicit mode holds: the stored per-layer arrays plus the largest
+        one being formed."""
+        isz = self.net.dtype.itemsize
+        k = self.net.n_out
+        ls = [self.net.layers[t] for t in self.linear]
+        if self.curvature == "gn":
+            stored = sum(n * k * s.n_out for s in ls)
+            transient = max(n * k * s.n_in for s in ls)
+            what = f"per-example Jacobians (n x {k} x width)"
+        else:
+            stored = sum(n * s.n_out ** 2 for s in ls)
+            transient = max(n * max(s.n_in, s.n_out) ** 2 for s in ls)
+            what = "per-example Hessians (n x width x width)"
+        need = (stored + transient) * isz
+        if need > self.max_jacobian_bytes:
+            raise ValueError(
+                f"UBP explicit mode: the {what} for a batch of {n} need {need / 2**20:.1f} MiB, "
+                f"more than max_jacobian_bytes = {self.max_jacobian_bytes / 2**20:.1f} MiB; "
+                f"use mode='matrix_free' (same update, no Jacobians), a smaller batch, "
+                f"or raise max_jacobian_bytes")
+
+
+def _alias(name, value, default, cli_value):
+    if cli_value is None:
+        return value
+    if value != default and value != cli_value:
+        raise ValueError(f"UBP: {name}={value!r} and ubp_{name}={cli_value!r} disagree; give one")
+    return cli_value
+
+
+def _mul(bk, x, y):
+    """Elementwise product of two backend arrays (a host round trip where the
+    backend has no `mul`; only the exact-curvature mode needs it)."""
+    if hasattr(bk, "mul"):
+        return bk.mul(x, y)
+    return bk.asarray(np.multiply(bk.to_host(x), bk.to_host(y)))
