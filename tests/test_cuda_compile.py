@@ -104,13 +104,6 @@ def test_cuda_device_without_gpu_says_what_to_do():
         get_backend("cuda")
 
 
-# second-order products added to CPUBackend for tinynet.curvature; their callers
-# (Activation.hvp_z, Loss.hvp_z, UBP's _mul) test `hasattr(bk, ...)` and fall back
-# to the host, so the CUDA backend is correct without them. Their CUDA twins
-# belong in tinynet/kernels/second_order.py.
-HOST_FALLBACK_ONLY = {"act_d2_mul", "mul", "loss_hess_vp"}
-
-
 def test_cuda_backend_has_the_cpu_backend_methods():
     """Same public methods, same parameters (importing the module needs no GPU)."""
     import inspect
@@ -123,7 +116,7 @@ def test_cuda_backend_has_the_cpu_backend_methods():
                 if callable(f) and not n.startswith("_")}
 
     cpu_m, gpu_m = methods(CPUBackend), methods(CUDABackend)
-    missing = set(cpu_m) - set(gpu_m) - HOST_FALLBACK_ONLY
+    missing = set(cpu_m) - set(gpu_m)
     assert not missing, f"CUDABackend lacks {sorted(missing)}: add them (and their @cuda.jit kernels)"
     for name in set(cpu_m) & set(gpu_m):
         assert list(gpu_m[name].parameters) == list(cpu_m[name].parameters), name

@@ -215,3 +215,23 @@ def test_bad_config(data):
     other, _ = make()
     with pytest.raises(ValueError, match="another network"):
         train(other, opt, data, TrainConfig(steps=1))
+
+
+def test_evaluate_uses_eval_mode_and_keeps_batchnorm_statistics():
+    """Evaluation runs batch norm on its running statistics, leaves them
+    unchanged, and restores training mode afterwards."""
+    from tinynet.layers.batchnorm import BatchNorm
+    from tinynet.models import mlp
+    from tinynet.train import evaluate
+    import tinynet as tn
+    net = mlp([5, 4, 3], "tanh", tn.SoftmaxCrossEntropyLoss(), dtype=np.float64, batchnorm="full")
+    bn = next(s for s in net.layers if isinstance(s, BatchNorm))
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 5)) + 3.0, rng.integers(0, 3, 40)
+    before = bn.running_mean.copy(), bn.running_var.copy()
+    loss, err = evaluate(net, X, y)
+    assert np.array_equal(bn.running_mean, before[0]) and np.array_equal(bn.running_var, before[1])
+    assert all(s.training for s in net.layers)
+    net.train(False)
+    ref = net.loss(X, y)
+    assert loss == pytest.approx(ref, rel=1e-12)

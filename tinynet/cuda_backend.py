@@ -30,6 +30,7 @@ from tinynet.kernels import activations as _act
 from tinynet.kernels import linalg as _la
 from tinynet.kernels import losses as _loss
 from tinynet.kernels import optim as _opt
+from tinynet.kernels import second_order as _so
 
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
 TPB = 256   # threads per block of the elementwise / per-row / per-column kernels
@@ -224,6 +225,38 @@ class CUDABackend(Backend):
     def act_d2(self, kind, S, out=None):
         out = cuda.device_array(S.shape, dtype=S.dtype) if out is None else out
         self._launch(kind + "_d2", _ACT_CUDA[kind][2], S.size, (S, out), nbytes=2 * S.nbytes)
+        return out
+
+    def act_d2_mul(self, kind, S, B, V, out=None):
+        """out = f''(z) * B * V, f'' written from the forward output S."""
+        out = cuda.device_array(V.shape, dtype=V.dtype) if out is None else out
+        fn = {"sigmoid": _so.sigmoid_d2_mul_cuda, "tanh": _so.tanh_d2_mul_cuda,
+              "relu": _so.relu_d2_mul_cuda}[kind]
+        self._launch(kind + "_d2_mul", fn, S.size, (S, B, V, out), nbytes=4 * V.nbytes)
+        return out
+
+    def mul(self, x, y, out=None):
+        """out = x * y elementwise (same shapes)."""
+        out = cuda.device_array(x.shape, dtype=x.dtype) if out is None else out
+        self._launch("mul", _so.mul_cuda, x.size, (x.reshape(-1), y.reshape(-1), out.reshape(-1)),
+                     nbytes=3 * x.nbytes)
+        return out
+
+    def loss_hess_vp(self, kind, F, Y, V, scale, eps=0.0, fisher=False, out=None):
+        """out = scale * D_i V_i per row (see CPUBackend.loss_hess_vp)."""
+        out = cuda.device_array(V.shape, dtype=V.dtype) if out is None else out
+        t = F.dtype.type
+        if kind == "mse":
+            self.copy_into(out, V)
+            self.scale(2 * scale, out.reshape(-1))
+        elif kind == "bce":
+            self._launch("bce_hess_vp", _so.bce_hess_vp_cuda, F.size,
+                         (F, Y, V, t(scale), t(eps), bool(fisher), out))
+        elif kind == "softmax_ce":
+            self._launch("softmax_hess_vp", _so.softmax_hess_vp_cuda, F.shape[0],
+                         (F, Y, V, t(scale), bool(fisher), out))
+        else:
+            raise ValueError(f"unknown loss kernel {kind!r}")
         return out
 
     # -- losses ----------------------------------------------------------------------

@@ -63,7 +63,7 @@ def mnist_mlp(dtype=np.float32, seed=0, device="cpu", **kw):
 
 def tiny_mlp(dtype=np.float32, seed=0, device="cpu", **kw):
     """Test-sized classifier on MNIST downsampled to 7x7: 49-8-6-10, tanh.
-    Small enough for dense Hessians (568 parameters)."""
+    Small enough for dense Hessians (524 parameters)."""
     return mlp([49, 8, 6, 10], "tanh", SoftmaxCrossEntropyLoss(),
                dtype=dtype, seed=seed, device=device, **kw)
 

@@ -206,7 +206,19 @@ def _cell(v):
 # -- evaluation ------------------------------------------------------------------------------
 def evaluate(net, X, Y, chunk=2000, autoencode=False):
     """(mean loss, error rate or None) of net on (X, Y), in chunks of rows.
-    The error rate is computed when Y holds integer class ids."""
+    The error rate is computed when Y holds integer class ids. Stages run in
+    eval mode (batch norm uses its running statistics and leaves them alone);
+    the previous mode is restored."""
+    modes = [s.training for s in net.layers]
+    net.train(False)
+    try:
+        return _evaluate(net, X, Y, chunk, autoencode)
+    finally:
+        for s, m in zip(net.layers, modes):
+            s.training = m
+
+
+def _evaluate(net, X, Y, chunk, autoencode):
     classify = Y.ndim == 1 and np.issubdtype(Y.dtype, np.integer)
     n = X.shape[0]
     total, wrong = 0.0, 0

@@ -66,3 +66,20 @@ def test_loss_hess_vp_cuda(kind, fisher):
     else:
         launch(so.softmax_hess_vp_cuda, F.shape[0], *d, 0.25, fisher, out)
     np.testing.assert_allclose(out.copy_to_host(), ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["mse", "bce", "softmax_ce"])
+def test_backend_loss_hess_vp_and_act_d2_mul(kind):
+    """The CUDABackend methods (not just the kernels) equal the CPU backend's."""
+    from tinynet.backend import get_backend
+    rng = np.random.default_rng(4)
+    F = rng.uniform(0.1, 0.9, (5, 3))
+    Y, V = rng.uniform(0, 1, (2, 5, 3))
+    cpu, gpu = CPUBackend(), get_backend("cuda")
+    ref = cpu.loss_hess_vp(kind, F, Y, V, 0.5, eps=1e-15)
+    got = gpu.loss_hess_vp(kind, *(gpu.asarray(a) for a in (F, Y, V)), 0.5, eps=1e-15)
+    np.testing.assert_allclose(gpu.to_host(got), ref, rtol=1e-12)
+    S, B = rng.uniform(-0.9, 0.9, (2, 5, 3))
+    got = gpu.act_d2_mul("tanh", *(gpu.asarray(a) for a in (S, B, V)))
+    np.testing.assert_allclose(gpu.to_host(got), cpu.act_d2_mul("tanh", S, B, V), rtol=1e-12)
+    np.testing.assert_array_equal(gpu.to_host(gpu.mul(gpu.asarray(S), gpu.asarray(B))), S * B)
