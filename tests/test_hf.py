@@ -10,6 +10,7 @@ from tinynet.models import build_model
 from tinynet.optim.cg import conjugate_gradient
 from tinynet.optim.hessian_precond import HessianPreconditioner
 from tinynet.optim.hf import HessianFree
+from problems import NETS, batch, ce_net, mse_net  # noqa: F401
 from torch_ref import theta_of, torch_loss_fn, torch_output_fn
 
 rng = np.random.default_rng(11)
@@ -72,25 +73,6 @@ def test_cg_checks_shapes():
 
 
 # -- Hessian-free ------------------------------------------------------------------------
-
-def mse_net(seed=0):
-    return tn.Sequential([tn.Linear(3, 4), tn.Tanh(), tn.Linear(4, 2)], tn.MSELoss(),
-                         dtype=np.float64, seed=seed)
-
-
-def ce_net(seed=0):
-    return tn.Sequential([tn.Linear(3, 4), tn.Tanh(), tn.Linear(4, 3)], tn.SoftmaxCrossEntropyLoss(),
-                         dtype=np.float64, seed=seed)
-
-
-NETS = {"mse": mse_net, "softmax-ce": ce_net}
-
-
-def batch(net, n=8, seed=1):
-    r = np.random.default_rng(seed)
-    X = r.standard_normal((n, net.n_in))
-    Y = r.standard_normal((n, net.n_out)) if isinstance(net.loss_stage, tn.MSELoss) else r.integers(0, net.n_out, n)
-    return X, Y
 
 
 def ref_grad_hess_gn(net, X, Y):

@@ -12,32 +12,11 @@ import tinynet as tn
 from tinynet.models import build_model
 from tinynet.optim.natural import NaturalGradient
 from tinynet.optim.newton import GaussNewton, Newton, block_newton_direction, newton_direction
+from problems import NETS, batch, ce_net, mse_net  # noqa: F401
 from torch_ref import theta_of, torch_loss_fn, torch_output_fn
 
 
 # -- problems --------------------------------------------------------------------------
-
-def mse_net(seed=0):
-    return tn.Sequential([tn.Linear(3, 4), tn.Tanh(), tn.Linear(4, 2)], tn.MSELoss(),
-                         dtype=np.float64, seed=seed)
-
-
-def ce_net(seed=0):
-    return tn.Sequential([tn.Linear(3, 4), tn.Tanh(), tn.Linear(4, 3)], tn.SoftmaxCrossEntropyLoss(),
-                         dtype=np.float64, seed=seed)
-
-
-def batch(net, n=8, seed=1):
-    r = np.random.default_rng(seed)
-    X = r.standard_normal((n, net.n_in))
-    if isinstance(net.loss_stage, tn.MSELoss):
-        Y = r.standard_normal((n, net.n_out))
-    else:
-        Y = r.integers(0, net.n_out, n)
-    return X, Y
-
-
-NETS = {"mse": mse_net, "softmax-ce": ce_net}
 
 
 # -- dense references from the definitions ---------------------------------------------

@@ -69,6 +69,21 @@ class Backend:
     def _clock_stop(self, t0):
         return time.perf_counter() - t0
 
+    @staticmethod
+    def _matmul_shape(A, B, out, ta, tb):
+        """(m, n, k) of op(A) @ op(B), checking the operands and `out`."""
+        m = A.shape[1] if ta else A.shape[0]
+        k = A.shape[0] if ta else A.shape[1]
+        n = B.shape[0] if tb else B.shape[1]
+        kb = B.shape[1] if tb else B.shape[0]
+        if k != kb:
+            raise ValueError(f"matmul: inner sizes differ ({k} vs {kb})")
+        if A.dtype != B.dtype:
+            raise ValueError(f"matmul: operands have dtypes {A.dtype} and {B.dtype}; convert one")
+        if out is not None and tuple(out.shape) != (m, n):
+            raise ValueError(f"matmul: out has shape {tuple(out.shape)}, the product is {(m, n)}")
+        return m, n, k
+
 
 class CPUBackend(Backend):
     """Arrays are numpy arrays; kernels are the `@njit` functions of tinynet.kernels."""
@@ -101,12 +116,7 @@ class CPUBackend(Backend):
     # -- linear algebra -----------------------------------------------------------
     def matmul(self, A, B, out=None, ta=False, tb=False):
         """out = op(A) @ op(B), op = transpose where ta / tb is set."""
-        m = A.shape[1] if ta else A.shape[0]
-        k = A.shape[0] if ta else A.shape[1]
-        n = B.shape[0] if tb else B.shape[1]
-        kb = B.shape[1] if tb else B.shape[0]
-        if k != kb:
-            raise ValueError(f"matmul: inner sizes differ ({k} vs {kb})")
+        m, n, k = self._matmul_shape(A, B, out, ta, tb)
         if out is None:
             out = np.empty((m, n), dtype=A.dtype)
         fn = (_la.matmul_tt_cpu if tb else _la.matmul_tn_cpu) if ta else \

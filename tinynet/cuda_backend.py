@@ -153,18 +153,9 @@ class CUDABackend(Backend):
     # -- linear algebra -----------------------------------------------------------
     def matmul(self, A, B, out=None, ta=False, tb=False):
         """out = op(A) @ op(B), op = transpose where ta / tb is set."""
-        m = A.shape[1] if ta else A.shape[0]
-        k = A.shape[0] if ta else A.shape[1]
-        n = B.shape[0] if tb else B.shape[1]
-        kb = B.shape[1] if tb else B.shape[0]
-        if k != kb:
-            raise ValueError(f"matmul: inner sizes differ ({k} vs {kb})")
-        if A.dtype != B.dtype:
-            raise ValueError(f"matmul: operands have dtypes {A.dtype} and {B.dtype}; convert one")
+        m, n, k = self._matmul_shape(A, B, out, ta, tb)
         if out is None:
             out = cuda.device_array((m, n), dtype=A.dtype)
-        elif tuple(out.shape) != (m, n):
-            raise ValueError(f"matmul: out has shape {tuple(out.shape)}, the product is {(m, n)}")
         if m == 0 or n == 0:
             return out
         A, ta = _c_operand(A, ta)
