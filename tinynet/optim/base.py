@@ -39,3 +39,19 @@ class Optimizer:
         self.lr = float(state["lr"])
         for name, v in self._vectors().items():
             self.bk.copy_into(v, self.bk.asarray(np.asarray(state[name]), v.dtype))
+
+
+class DirectionOptimizer(Optimizer):
+    """An optimizer whose update is x <- x + lr d, with the direction d from
+    `direction(X, Y) -> (loss, g, d)` (host arrays): the Newton family, natural
+    gradient and the seed-001 preconditioner, which alignment tools also query
+    for d without stepping."""
+
+    def direction(self, X, Y):
+        raise NotImplementedError
+
+    def step(self, X, Y):
+        loss, _, d = self.direction(X, Y)
+        self.bk.axpy(self.lr, self.bk.asarray(d, self.net.dtype), self.net.theta)
+        self.k += 1
+        return loss

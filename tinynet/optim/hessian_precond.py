@@ -26,7 +26,7 @@ Seed 001's test of a good preconditioner — the step points at the minimizer
 """
 import numpy as np
 
-from tinynet.optim.base import Optimizer
+from tinynet.optim.base import DirectionOptimizer
 from tinynet.optim.cg import conjugate_gradient
 from tinynet.optim.hf import curvature_product
 from tinynet.optim.newton import _curvature, check_dense_or_suggest_hf, newton_direction
@@ -34,7 +34,7 @@ from tinynet.optim.newton import _curvature, check_dense_or_suggest_hf, newton_d
 SOLVERS = ("auto", "dense", "cg")
 
 
-class HessianPreconditioner(Optimizer):
+class HessianPreconditioner(DirectionOptimizer):
     """`HessianPreconditioner(net, lr=1.0, eps=1e-3, solver="auto",
     cg_iters=100, cg_tol=1e-8, growth=10.0)`: dx = -lr (H + eps I)^{-1} g with
     H the exact minibatch Hessian (seed 001). metrics: pd (dense) or
@@ -79,9 +79,3 @@ class HessianPreconditioner(Optimizer):
                             "cg_iters": res.iters, "eps_used": self.eps}
         self.metrics["step_norm"] = float(np.linalg.norm(d)) * self.lr
         return loss, g, d
-
-    def step(self, X, Y):
-        loss, _, d = self.direction(X, Y)
-        self.bk.axpy(self.lr, self.bk.asarray(d, self.net.dtype), self.net.theta)
-        self.k += 1
-        return loss

@@ -16,12 +16,12 @@ structure="block" (3.2.4, first approximation).
 """
 import numpy as np
 
-from tinynet.optim.base import Optimizer
+from tinynet.optim.base import DirectionOptimizer
 from tinynet.optim.newton import (FISHER_KINDS, STRUCTURES, block_newton_direction, check_choice,
                                   check_dense_or_suggest_hf, dense_curvature, newton_direction)
 
 
-class NaturalGradient(Optimizer):
+class NaturalGradient(DirectionOptimizer):
     """`NaturalGradient(net, lr=1.0, eps=1.0, fisher_kind="exact",
     structure="full", seed=0, fisher_samples=1)`: dθ = -lr (I + (lr/eps) F)^{-1} g (thesis 3.2.2).
     metrics: step_norm, and pd / eps_used as for Newton (I + (λ/ε)F is
@@ -52,9 +52,3 @@ class NaturalGradient(Optimizer):
         self.metrics = {"pd": float(info["pd"]), "eps_used": info["eps_used"],
                         "step_norm": float(np.linalg.norm(d)) * self.lr}
         return loss, g, d
-
-    def step(self, X, Y):
-        loss, _, d = self.direction(X, Y)
-        self.bk.axpy(self.lr, self.bk.asarray(d, self.net.dtype), self.net.theta)
-        self.k += 1
-        return loss

@@ -22,7 +22,7 @@ eigenvalue of C. The run never stops on it.
 import numpy as np
 import scipy.linalg
 
-from tinynet.optim.base import Optimizer
+from tinynet.optim.base import DirectionOptimizer
 
 CURVATURES = ("hessian", "gn", "fisher")
 STRUCTURES = ("full", "block")
@@ -134,7 +134,7 @@ def check_choice(who, what, value, choices):
         raise ValueError(f"{who}: {what} must be one of {', '.join(choices)}, got {value!r}")
 
 
-class Newton(Optimizer):
+class Newton(DirectionOptimizer):
     """`Newton(net, lr=1.0, curvature="hessian", structure="full", eps=1e-4,
     fisher_kind="exact", growth=10.0, seed=0, fisher_samples=1)`.
 
@@ -184,12 +184,6 @@ class Newton(Optimizer):
                         "step_norm": float(np.linalg.norm(d)) * self.lr}
         if info["min_eig"] is not None:
             self.metrics["min_eig"] = info["min_eig"]
-
-    def step(self, X, Y):
-        loss, _, d = self.direction(X, Y)
-        self.bk.axpy(self.lr, self.bk.asarray(d, self.net.dtype), self.net.theta)
-        self.k += 1
-        return loss
 
 
 class GaussNewton(Newton):
