@@ -122,22 +122,56 @@ def test_sampled_gn_G_is_unbiased():
         assert np.abs(acc[i] - G).max() < 0.1 * np.abs(G).max()
 
 
+def dense_kfac_blocks(opt, eps):
+    """{Linear index: A_d ⊗ G_d} with the factored damping, built from the factors."""
+    out = {}
+    for i, (A, G) in opt.factors.items():
+        pi = np.sqrt((np.trace(A) / len(A)) / (np.trace(G) / len(G)))
+        out[i] = np.kron(A + pi * np.sqrt(eps) * np.eye(len(A)), G + np.sqrt(eps) / pi * np.eye(len(G)))
+    return out
+
+
+@pytest.mark.parametrize("kl_clip", [None, 1e6, 1e-6], ids=["no-clip", "clip-inactive", "clip-active"])
 @pytest.mark.parametrize("curvature", ["gn", "fisher"])
 @pytest.mark.parametrize("case", CASES)
-def test_kfac_step_is_dense_kronecker_solve(case, curvature):
+def test_kfac_step_is_dense_kronecker_solve(case, curvature, kl_clip):
+    """dtheta = -lr nu (A_d ⊗ G_d)^{-1} g per layer, nu = min(1, sqrt(kl_clip / (lr^2 q))),
+    q = sum_l g_l^T (A_d ⊗ G_d)^{-1} g_l, all from dense matrices built here."""
     net, X, Y = make_case(case, n=8)
     lr, eps = 0.3, 1e-2
     th0 = net.get_flat()
     grad = torch.func.grad(torch_loss_fn(net, X, Y))(theta_of(net)).numpy()
-    opt = KFAC(net, lr, curvature=curvature, eps=eps, T=1, stats_every=1, exact=True, seed=1)
+    opt = KFAC(net, lr, curvature=curvature, eps=eps, T=1, stats_every=1, exact=True, seed=1, kl_clip=kl_clip)
     opt.step(X, Y)
     dtheta = net.get_flat() - th0
-    for i in linear_indices(net):
+    blocks = dense_kfac_blocks(opt, eps)
+    sol = {i: np.linalg.solve(M, grad[net.offsets[i][0]:net.offsets[i][1]]) for i, M in blocks.items()}
+    q = sum(grad[net.offsets[i][0]:net.offsets[i][1]] @ s for i, s in sol.items())
+    nu = 1.0 if kl_clip is None else min(1.0, np.sqrt(kl_clip / (lr ** 2 * q)))
+    if kl_clip == 1e-6:
+        assert nu < 1e-2                     # the case really clips
+    np.testing.assert_allclose(opt.metrics["kl_nu"], nu, rtol=1e-10)
+    for i in blocks:
         a, c, _ = layer_slices(net, i)
-        A, G = opt.factors[i]
-        pi = np.sqrt((np.trace(A) / len(A)) / (np.trace(G) / len(G)))
-        M = np.kron(A + pi * np.sqrt(eps) * np.eye(len(A)), G + np.sqrt(eps) / pi * np.eye(len(G)))
-        np.testing.assert_allclose(dtheta[a:c], -lr * np.linalg.solve(M, grad[a:c]), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(dtheta[a:c], -lr * nu * sol[i], rtol=1e-9, atol=1e-14)
+
+
+def test_layer_q_is_the_dense_quadratic_form():
+    """trust_region.layer_q = vec(Gamma)^T (A_d ⊗ G_d)^{-1} vec(Gamma), Gamma = B^T [H 1],
+    from random SPD factors, without forming Gamma."""
+    from tinynet.backend import get_backend
+    from tinynet.optim.trust_region import layer_q
+    rng = np.random.default_rng(4)
+    n, i, o = 9, 5, 4
+    H, B = rng.standard_normal((n, i)), rng.standard_normal((n, o))
+    Ra, Rg = rng.standard_normal((i + 1, i + 1)), rng.standard_normal((o, o))
+    Ad, Gd = Ra @ Ra.T + np.eye(i + 1), Rg @ Rg.T + np.eye(o)
+    H1 = np.c_[H, np.ones(n)]
+    gamma = (B.T @ H1).ravel(order="F")                      # vec, column-major: the flat layout
+    ref = gamma @ np.linalg.solve(np.kron(Ad, Gd), gamma)
+    bk = get_backend("cpu")
+    got = layer_q(bk, B, B @ np.linalg.inv(Gd), H, H1 @ np.linalg.inv(Ad))
+    np.testing.assert_allclose(got, ref, rtol=1e-12)
 
 
 def test_kfac_rejects_bad_options():
@@ -146,6 +180,8 @@ def test_kfac_rejects_bad_options():
         KFAC(net, 0.1, curvature="hessian")
     with pytest.raises(ValueError, match="eps"):
         KFAC(net, 0.1, eps=0)
+    with pytest.raises(ValueError, match="kl_clip"):
+        KFAC(net, 0.1, kl_clip=0)
 
 
 @pytest.mark.parametrize("name", ["acp", "kfac", "nnn", "centered"])

@@ -119,6 +119,9 @@ class CPUBackend(Backend):
         m, n, k = self._matmul_shape(A, B, out, ta, tb)
         if out is None:
             out = np.empty((m, n), dtype=A.dtype)
+        # a strided view (e.g. some columns of an array) is copied, so the @njit
+        # kernels only ever see C or F layouts (one BLAS call, no slow fallback)
+        A, B = (M if M.flags.c_contiguous or M.flags.f_contiguous else np.ascontiguousarray(M) for M in (A, B))
         fn = (_la.matmul_tt_cpu if tb else _la.matmul_tn_cpu) if ta else \
              (_la.matmul_nt_cpu if tb else _la.matmul_nn_cpu)
         self._run("matmul", fn, (A, B, out), flops=2.0 * m * n * k)
