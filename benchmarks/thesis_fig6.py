@@ -1,23 +1,30 @@
 """Thesis figures 6.1-6.3 and the per-step cost of the chapter-6 methods.
 
-  python benchmarks/thesis_fig6.py [--budget SECONDS] [--cost-repeats R] [--data-dir DIR]
+  python benchmarks/thesis_fig6.py [--budget SECONDS] [--sweep-seconds S] [--cost-repeats R]
+                                   [--data-dir DIR] [--skip-cifar] [--skip-figures]
 
 1. Cost: one step of each method on the MNIST autoencoder (batch 200, float32,
    CPU) as a multiple of an SGD step, all measured in one run, round-robin
    (blocks of 10 steps of each method in turn, so that the other processes of
    the machine load every method alike), median over the blocks. KFAC with
-   factor statistics every 10 and every step, inverses every 100 updates.
-2. Figures (thesis 6.5): minibatch 200, amortization T = 100 (6.5.2), each
-   method's learning rate picked by a small sweep (lowest training loss after
-   110 steps: past the first refresh of the T = 100 inverses, where a too
-   large step shows). 6.1: SGD, mean-only BN + SGD, centered, ACP (fixed alpha) on the
-   autoencoder; 6.2: ACP fixed / heuristic alpha, NNN, KFAC, BN + SGD, SGD on the
-   autoencoder; 6.3: the CIFAR-10 MLP (train and test error), KFAC-GN and
-   KFAC-Fisher too. Each run trains for `--budget` seconds of training time
-   (evaluation on fixed 2000-example train / test subsets, in eval mode,
-   excluded from the clock). The thesis ran 3 x 10^5 updates on a GPU: this
-   default budget is a few seconds per run on a shared 2-core CPU, so the
-   curves show the first stretch of training only.
+   factor statistics every 10 and every step, inverses every 100 updates, with
+   and without its trust region (kl_clip).
+2. Figures (thesis 6.5): minibatch 200, amortization T = 100 (6.5.2). Each
+   method's hyperparameters are picked by a small sweep over the candidates in
+   CANDIDATES (3 per method): each candidate trains for `--sweep-seconds` of
+   training time and the lowest training loss (or error, on CIFAR) wins; the
+   winner is then run for `--budget` seconds. The candidate grids come from
+   benchmarks/chapter6_sweep.py (per-update sweep, results/chapter6_sweep.md).
+   6.1: SGD, mean-only BN + SGD, centered, ACP (fixed alpha) on the
+   autoencoder; 6.2: ACP fixed / heuristic alpha, NNN, KFAC, BN + SGD, SGD on
+   the autoencoder; 6.3: the CIFAR-10 MLP (train and test error), KFAC-GN and
+   KFAC-Fisher too. Evaluation on fixed 2000-example train / test subsets, in
+   eval mode, excluded from the clock. The thesis ran 3 x 10^5 updates on a
+   GPU; the budget here is a minute or so per run on a 2-core CPU, so the curves
+   show the first stretch of training.
+3. The quality check of issue 6: at equal training time (the end of the
+   budget), the training loss of KFAC and of ACP (fixed and heuristic alpha)
+   against SGD's on the autoencoder, read from the runs of figure 6.2.
 
 Writes benchmarks/results/thesis_fig6.md and thesis_fig6_{1,2,3}.png.
 """
@@ -35,18 +42,18 @@ from tinynet.optim import OPTIMIZERS
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 
-# name -> (optimizer, options, batchnorm)
+# name -> (optimizer, fixed options, batchnorm)
 METHODS = {
     "SGD": ("sgd", {}, None),
     "mean-only BN + SGD": ("sgd", {}, "mean-only"),
     "BN + SGD": ("sgd", {}, "full"),
     "centered": ("centered", {}, None),
-    "ACP fixed alpha": ("acp", dict(T=100, alpha=1.0, eps=1e-2), None),
-    "ACP heuristic alpha": ("acp", dict(T=100, alpha="heuristic", eps=1e-2), None),
-    "NNN": ("nnn", dict(T=100, eps=1e-2), None),
-    "KFAC": ("kfac", dict(T=100, stats_every=10, curvature="gn", eps=1.0), None),
-    "KFAC-GN": ("kfac", dict(T=100, stats_every=10, curvature="gn", eps=1.0), None),
-    "KFAC-Fisher": ("kfac", dict(T=100, stats_every=10, curvature="fisher", eps=1.0), None),
+    "ACP fixed alpha": ("acp", dict(T=100, alpha=1.0), None),
+    "ACP heuristic alpha": ("acp", dict(T=100, alpha="heuristic"), None),
+    "NNN": ("nnn", dict(T=100), None),
+    "KFAC": ("kfac", dict(T=100, stats_every=10, curvature="gn"), None),
+    "KFAC-GN": ("kfac", dict(T=100, stats_every=10, curvature="gn"), None),
+    "KFAC-Fisher": ("kfac", dict(T=100, stats_every=10, curvature="fisher"), None),
 }
 FIG = {
     "6.1": ("mnist-autoencoder", ["SGD", "mean-only BN + SGD", "centered", "ACP fixed alpha"]),
@@ -54,15 +61,49 @@ FIG = {
     "6.3": ("cifar-mlp", ["ACP fixed alpha", "ACP heuristic alpha", "NNN", "KFAC-GN", "KFAC-Fisher",
                           "BN + SGD", "SGD"]),
 }
-LRS = {"sgd": [0.03, 0.1, 0.3], "centered": [0.03, 0.1, 0.3], "acp": [0.03, 0.1, 0.3],
-       "nnn": [0.01, 0.03, 0.1], "kfac": [0.03, 0.1, 0.3]}
+
+
+def _lrs(*lrs):
+    return [dict(lr=lr) for lr in lrs]
+
+
+# the sweep's candidates, by model then optimizer (options on top of METHODS'):
+# autoencoder grids from benchmarks/chapter6_sweep.py (SGD: 0.3 - 0.5 best per
+# update, 1 diverges; ACP fixed alpha: lr / eps ~ 3 best, ~10 diverges; KFAC:
+# eps 1e-3 - 1e-2 with kl_clip 0.01 - 0.1); CIFAR-10 grids one decade wide
+# around the previous run's picks.
+_KFAC = [dict(lr=1.0, eps=1e-3, kl_clip=1e-2), dict(lr=1.0, eps=1e-2, kl_clip=0.1),
+         dict(lr=1.0, eps=3e-3, kl_clip=3e-2)]
+CANDIDATES = {
+    "mnist-autoencoder": {
+        "SGD": _lrs(0.1, 0.3, 0.5), "mean-only BN + SGD": _lrs(0.03, 0.1, 0.3), "BN + SGD": _lrs(0.03, 0.1, 0.3),
+        "centered": _lrs(0.1, 0.3, 1.0),
+        "ACP fixed alpha": [dict(lr=0.1, eps=0.03), dict(lr=0.3, eps=0.1), dict(lr=1.0, eps=0.3)],
+        "ACP heuristic alpha": [dict(lr=0.3, eps=1e-2), dict(lr=1.0, eps=1e-2), dict(lr=0.1, eps=3e-3)],
+        "NNN": [dict(lr=0.01, eps=1e-2), dict(lr=0.03, eps=1e-2), dict(lr=0.1, eps=1e-2)],
+        "KFAC": _KFAC,
+    },
+    "cifar-mlp": {
+        "SGD": _lrs(0.01, 0.03, 0.1), "BN + SGD": _lrs(0.03, 0.1, 0.3),
+        "ACP fixed alpha": [dict(lr=0.01, eps=0.01), dict(lr=0.03, eps=0.01), dict(lr=0.1, eps=0.03)],
+        "ACP heuristic alpha": [dict(lr=0.03, eps=1e-3), dict(lr=0.1, eps=1e-3), dict(lr=0.3, eps=1e-2)],
+        "NNN": [dict(lr=0.003, eps=1e-2), dict(lr=0.01, eps=1e-2), dict(lr=0.03, eps=1e-2)],
+        "KFAC-GN": _KFAC, "KFAC-Fisher": _KFAC,
+    },
+}
 BATCH = 200
 
 
-def make(model, method, lr, seed=0):
+def make(model, method, cand, seed=0):
+    """(net, optimizer) of a method with the candidate's options (lr among them)."""
     opt_name, opts, bn = METHODS[method]
     net = build_model(model, seed=seed, **({"batchnorm": bn} if bn else {}))
-    return net, OPTIMIZERS[opt_name](net, lr, **opts)
+    options = {**opts, **cand}
+    return net, OPTIMIZERS[opt_name](net, options.pop("lr"), **options)
+
+
+def label(cand):
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in cand.items())
 
 
 def evaluate(net, X, Y, autoencode):
@@ -74,14 +115,17 @@ def evaluate(net, X, Y, autoencode):
     return float(value), err
 
 
-def run(model, method, lr, data, budget, eval_every, seed=0, max_steps=None):
+def run(model, method, cand, data, budget, eval_every, seed=0):
+    """Train for `budget` seconds of training time; history rows (updates,
+    seconds, train loss, test loss, train err, test err). Stops early when the
+    training loss is no longer finite."""
     (Xtr, Ytr), (Xte, Yte), sub = data
     auto = model == "mnist-autoencoder"
-    net, opt = make(model, method, lr, seed)
+    net, opt = make(model, method, cand, seed)
     rng = np.random.default_rng(seed)
-    hist = []            # (updates, seconds, train loss, test loss, train err, test err)
+    hist = []
     t, k = 0.0, 0
-    while t < budget and (max_steps is None or k < max_steps):
+    while t < budget:
         if k % eval_every == 0:
             tr, te = evaluate(net, Xtr[sub], Ytr[sub], auto), evaluate(net, Xte[sub], Yte[sub], auto)
             hist.append((k, t, tr[0], te[0], tr[1], te[1]))
@@ -98,14 +142,17 @@ def run(model, method, lr, data, budget, eval_every, seed=0, max_steps=None):
     return np.array(hist, dtype=float)
 
 
-def sweep(model, method, data, steps):
-    best = None
-    for lr in LRS[METHODS[method][0]]:
-        h = run(model, method, lr, data, budget=1e9, eval_every=10 ** 9, max_steps=steps)   # final eval only
-        final = h[-1, 2]
-        if np.isfinite(final) and (best is None or final < best[1]):
-            best = (lr, final)
-    return best[0] if best else LRS[METHODS[method][0]][0]
+def score(h, model):
+    """What the sweep minimizes: the final training loss (autoencoder) or
+    training error (CIFAR); a run that went non-finite scores inf."""
+    v = h[-1, 2] if model == "mnist-autoencoder" else h[-1, 4]
+    return v if np.isfinite(h[-1, 2]) else np.inf
+
+
+def sweep(model, method, data, seconds, eval_every):
+    """[(candidate, score)] of each candidate after `seconds` of training."""
+    return [(c, score(run(model, method, c, data, seconds, eval_every), model))
+            for c in CANDIDATES[model][method]]
 
 
 def cost_table(repeats, X):
@@ -114,6 +161,7 @@ def cost_table(repeats, X):
             ("ACP (T=100)", "acp", dict(T=100), None),
             ("ACP heuristic (T=100)", "acp", dict(T=100, alpha="heuristic"), None),
             ("KFAC-GN (stats 10, inv 100)", "kfac", dict(T=100, stats_every=10), None),
+            ("KFAC-GN (stats 10, inv 100, no kl_clip)", "kfac", dict(T=100, stats_every=10, kl_clip=None), None),
             ("KFAC-GN (stats 1, inv 100)", "kfac", dict(T=100, stats_every=1), None),
             ("KFAC-Fisher (stats 10, inv 100)", "kfac", dict(T=100, stats_every=10, curvature="fisher"), None),
             ("NNN (T=100)", "nnn", dict(T=100), None),
@@ -151,8 +199,8 @@ def plot(fig, model, hists, path):
     cls = model == "cifar-mlp"
     cols = 4 if cls else 2
     f, ax = plt.subplots(1, cols, figsize=(5 * cols, 4))
-    for name, (lr, h) in hists.items():
-        lab = f"{name} (lr {lr:g})"
+    for name, (cand, h) in hists.items():
+        lab = f"{name} ({label(cand)})"
         ax[0].plot(h[:, 1], h[:, 2], label=lab)
         ax[1].plot(h[:, 0], h[:, 2], label=lab)
         if cls:
@@ -175,21 +223,37 @@ def plot(fig, model, hists, path):
     plt.close(f)
 
 
+def quality_check(hists):
+    """Issue 6: KFAC and ACP below SGD's training loss at equal training time
+    on the autoencoder. Each run's loss is read at the time the shortest of
+    them ended (linear interpolation between evaluations)."""
+    t_eq = min(h[-1, 1] for _, h in hists.values())
+    at = {m: float(np.interp(t_eq, h[:, 1], h[:, 2])) for m, (_, h) in hists.items()}
+    rows = [f"| {m} | {at[m]:.2f} | {'yes' if at[m] < at['SGD'] else 'no'} |"
+            for m in ("KFAC", "ACP fixed alpha", "ACP heuristic alpha") if m in at]
+    return t_eq, at, rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--budget", type=float, default=8.0, help="training seconds per run (default 8)")
-    ap.add_argument("--sweep-steps", type=int, default=110, help="steps per learning-rate candidate")
+    ap.add_argument("--budget", type=float, default=60.0, help="training seconds per run (default 60)")
+    ap.add_argument("--sweep-seconds", type=float, default=None,
+                    help="training seconds per sweep candidate (default budget / 3)")
     ap.add_argument("--cost-repeats", type=int, default=7)
-    ap.add_argument("--eval-every", type=int, default=25)
+    ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--data-dir", default=os.environ.get("TINYNET_DATA", "/work/shared/data/cifar10"))
     ap.add_argument("--skip-cifar", action="store_true")
+    ap.add_argument("--skip-figures", action="store_true", help="the cost table only")
     args = ap.parse_args(argv)
+    sweep_s = args.budget / 3 if args.sweep_seconds is None else args.sweep_seconds
     os.makedirs(RESULTS, exist_ok=True)
     t_start = time.time()
     lines = ["# Thesis figures 6.1-6.3 and per-step costs (chapter 6)", "",
-             f"Command: `python benchmarks/thesis_fig6.py --budget {args.budget:g} --sweep-steps "
-             f"{args.sweep_steps} --cost-repeats {args.cost_repeats}`; CPU backend, float32, "
-             f"{os.cpu_count()} cores shared with other processes.", ""]
+             f"Command: `python benchmarks/thesis_fig6.py --budget {args.budget:g} --sweep-seconds {sweep_s:g} "
+             f"--cost-repeats {args.cost_repeats}" + (" --skip-cifar" if args.skip_cifar else "")
+             + (" --skip-figures" if args.skip_figures else "")
+             + f"`; CPU backend, float32, {os.cpu_count()} cores, "
+             f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}.", ""]
 
     mn = load_dataset("mnist-autoencode", "train"), load_dataset("mnist-autoencode", "test")
     Xa = mn[0][0][:BATCH]
@@ -200,11 +264,12 @@ def main(argv=None):
     lines += [f"| {n} | {1e3 * v:.1f} | {v / sgd:.2f} |" for n, v in med.items()]
     lines += ["", "Round-robin blocks of 10 steps, median over blocks; the amortized inversion "
               "(timed apart, every 100 updates) is added / 100. Targets (issue 6): ACP <= 1.6x, "
-              "KFAC (stats every 10) <= 2.2x.", ""]
-    print("\n".join(lines[-16:]), flush=True)
+              "KFAC (stats every 10) <= 2.2x. KFAC's trust region (kl_clip, on by default) costs "
+              "two n x n GEMMs per layer; the no-kl_clip row is the thesis's plain step.", ""]
+    print("\n".join(lines[-18:]), flush=True)
 
     rng = np.random.default_rng(1)
-    figs = [("6.1", "6.2")] + ([] if args.skip_cifar else [("6.3",)])
+    figs = [] if args.skip_figures else [("6.1", "6.2")] + ([] if args.skip_cifar else [("6.3",)])
     cache = {}
     for group in figs:
         model = FIG[group[0]][0]
@@ -215,28 +280,38 @@ def main(argv=None):
         sub = rng.choice(min(len(data[0][0]), len(data[1][0])), 2000, replace=False)
         d3 = (data[0], data[1], sub)
         for fig in group:
-            hists = {}
+            hists, sweeps = {}, {}
             for method in FIG[fig][1]:
                 key = (model, method)
                 if key not in cache:
-                    lr = sweep(model, method, d3, args.sweep_steps)
-                    cache[key] = (lr, run(model, method, lr, d3, args.budget, args.eval_every))
+                    scores = sweep(model, method, d3, sweep_s, args.eval_every)
+                    best = min(scores, key=lambda cs: cs[1])[0]
+                    cache[key] = (best, run(model, method, best, d3, args.budget, args.eval_every), scores)
                     h = cache[key][1]
-                    print(f"{fig} {method}: lr {lr:g}, {int(h[-1, 0])} updates, train loss {h[-1, 2]:.4g}",
+                    print(f"{fig} {method}: {label(best)}, {int(h[-1, 0])} updates, train loss {h[-1, 2]:.4g}",
                           flush=True)
-                hists[method] = cache[key]
+                hists[method] = cache[key][:2]
+                sweeps[method] = cache[key][2]
             png = f"thesis_fig6_{fig.split('.')[1]}.png"
             plot(fig, model, hists, os.path.join(RESULTS, png))
+            crit = "training loss" if model == "mnist-autoencoder" else "training error"
             lines += [f"## Figure {fig}: {model}", "", f"![figure {fig}]({png})", "",
-                      "| method | lr (sweep) | updates | train loss | test loss | train err | test err |",
-                      "|---|---:|---:|---:|---:|---:|---:|"]
-            for m, (lr, h) in hists.items():
+                      "| method | picked by the sweep | updates | train loss | test loss | train err | test err |",
+                      "|---|---|---:|---:|---:|---:|---:|"]
+            for m, (cand, h) in hists.items():
                 e = (lambda v: "" if np.isnan(v) else f"{100 * v:.1f}%")
-                lines.append(f"| {m} | {lr:g} | {int(h[-1, 0])} | {h[-1, 2]:.4g} | {h[-1, 3]:.4g} | "
+                lines.append(f"| {m} | {label(cand)} | {int(h[-1, 0])} | {h[-1, 2]:.4g} | {h[-1, 3]:.4g} | "
                              f"{e(h[-1, 4])} | {e(h[-1, 5])} |")
+            lines += ["", f"Sweep ({crit} after {sweep_s:g} s per candidate; inf = diverged):", ""]
+            lines += [f"- {m}: " + "; ".join(f"{label(c)}: {v:.4g}" for c, v in sc) for m, sc in sweeps.items()]
             lines.append("")
-    lines += [f"Training budget {args.budget:g} s per run after a {args.sweep_steps}-step sweep of "
-              f"3 learning rates per method; total wall time {time.time() - t_start:.0f} s.", ""]
+            if fig == "6.2":
+                t_eq, at, rows = quality_check(hists)
+                lines += ["### Quality check (issue 6): below SGD at equal training time", "",
+                          f"Training loss at {t_eq:.1f} s of training (SGD: {at['SGD']:.2f}):", "",
+                          "| method | train loss | below SGD |", "|---|---:|---|"] + rows + [""]
+    lines += [f"Training budget {args.budget:g} s per run after a sweep of {sweep_s:g} s per candidate; "
+              f"total wall time {time.time() - t_start:.0f} s.", ""]
     with open(os.path.join(RESULTS, "thesis_fig6.md"), "w") as f:
         f.write("\n".join(lines))
     print("\n".join(lines))

@@ -111,6 +111,9 @@ METHOD_OPTIONS = [
                  help="[kfac] Gauss-Newton (D from the loss) or Monte-Carlo Fisher (sampled targets)"),
     click.option("--stats-every", type=int, default=None,
                  help="[kfac] updates between factor statistics (running averages)"),
+    click.option("--kl-clip", type=str, default=None,
+                 help="[kfac] trust region: scale each update so that lr^2 g^T (A⊗G)^-1 g <= VALUE "
+                      "(default 0.01); 'none' for the plain step"),
     # ---- UBP (issue 4; thesis chapter 5, algorithm 2) -------------------------------------------
     click.option("--ubp-mode", type=click.Choice(["matrix_free", "explicit"]), default=None,
                  help="[ubp] J_i v by forward/reverse passes (default) or per-example Jacobians stored"),

@@ -54,16 +54,17 @@ def local_criterion_solution(H, g, lr, eps):
     return np.linalg.lstsq(Mat, r, rcond=None)[0]
 
 
+@pytest.mark.parametrize("route", ["batch", "gradient"])
 @pytest.mark.parametrize("case", ["tanh-mse", "sigmoid-softmax"])
 @pytest.mark.parametrize("alpha", [1.0, 0.25, "heuristic"], ids=["alpha1", "alpha0.25", "heuristic"])
-def test_acp_update_solves_local_criterion(case, alpha):
+def test_acp_update_solves_local_criterion(case, alpha, route):
     net, X, Y = make_case(case)
     lr, eps = 0.1, 1e-2
     _, ctxs = net.forward_ctx(X)
     H = {i: np.array(ctxs[i][0]) for i in linear_indices(net)}
     g = preact_grads(net, X, Y)
     th0 = net.get_flat()
-    opt = ACP(net, lr, eps=eps, T=1, alpha=alpha, alpha_floor=1e-3)
+    opt = ACP(net, lr, eps=eps, T=1, alpha=alpha, alpha_floor=1e-3, route=route)
     opt.step(X, Y)
     d = net.get_flat() - th0
     for i in linear_indices(net):
@@ -99,10 +100,12 @@ def test_acp_rejects_bad_alpha():
 @pytest.mark.parametrize("args", [
     ["--optimizer", "acp", "--acp-alpha", "heuristic", "--amortize", "5", "--eps", "0.01"],
     ["--optimizer", "kfac", "--kfac-curvature", "fisher", "--amortize", "5", "--stats-every", "2"],
+    ["--optimizer", "kfac", "--kl-clip", "none", "--lr", "0.1", "--eps", "1"],
+    ["--optimizer", "kfac", "--kl-clip", "0.03"],
     ["--optimizer", "nnn", "--amortize", "5"],
     ["--optimizer", "centered"],
     ["--optimizer", "sgd", "--batchnorm", "mean-only"],
-], ids=["acp-heuristic", "kfac-fisher", "nnn", "centered", "sgd-meanonly-bn"])
+], ids=["acp-heuristic", "kfac-fisher", "kfac-no-clip", "kfac-clip", "nnn", "centered", "sgd-meanonly-bn"])
 def test_cli_train_chapter6_options(args, tmp_path):
     from click.testing import CliRunner
     from cli.main import main
@@ -110,3 +113,19 @@ def test_cli_train_chapter6_options(args, tmp_path):
                                     "--eval-subset", "200", "--batch-size", "20", "--quiet",
                                     "--out", str(tmp_path / "run")] + args)
     assert res.exit_code == 0, res.output
+
+
+def test_cli_kfac_kl_clip_is_recorded_and_checked(tmp_path):
+    """--kl-clip reaches the optimizer (its nu goes to metrics.csv); a bad value is a usage error."""
+    import csv
+    from click.testing import CliRunner
+    from cli.main import main
+    base = ["train", "--model", "tiny-mlp", "--steps", "4", "--eval-every", "2", "--eval-subset", "100",
+            "--batch-size", "20", "--quiet", "--optimizer", "kfac"]
+    res = CliRunner().invoke(main, base + ["--kl-clip", "1e-6", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "a" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert 0 < float(rows[-1]["kl_nu"]) < 1
+    res = CliRunner().invoke(main, base + ["--kl-clip", "large", "--out", str(tmp_path / "b")])
+    assert res.exit_code != 0 and "kl_clip must be a positive number or 'none'" in res.output

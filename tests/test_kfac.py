@@ -131,17 +131,19 @@ def dense_kfac_blocks(opt, eps):
     return out
 
 
+@pytest.mark.parametrize("route", ["batch", "gradient"])
 @pytest.mark.parametrize("kl_clip", [None, 1e6, 1e-6], ids=["no-clip", "clip-inactive", "clip-active"])
 @pytest.mark.parametrize("curvature", ["gn", "fisher"])
 @pytest.mark.parametrize("case", CASES)
-def test_kfac_step_is_dense_kronecker_solve(case, curvature, kl_clip):
+def test_kfac_step_is_dense_kronecker_solve(case, curvature, kl_clip, route):
     """dtheta = -lr nu (A_d ⊗ G_d)^{-1} g per layer, nu = min(1, sqrt(kl_clip / (lr^2 q))),
     q = sum_l g_l^T (A_d ⊗ G_d)^{-1} g_l, all from dense matrices built here."""
     net, X, Y = make_case(case, n=8)
     lr, eps = 0.3, 1e-2
     th0 = net.get_flat()
     grad = torch.func.grad(torch_loss_fn(net, X, Y))(theta_of(net)).numpy()
-    opt = KFAC(net, lr, curvature=curvature, eps=eps, T=1, stats_every=1, exact=True, seed=1, kl_clip=kl_clip)
+    opt = KFAC(net, lr, curvature=curvature, eps=eps, T=1, stats_every=1, exact=True, seed=1, kl_clip=kl_clip,
+               route=route)
     opt.step(X, Y)
     dtheta = net.get_flat() - th0
     blocks = dense_kfac_blocks(opt, eps)
@@ -182,6 +184,18 @@ def test_kfac_rejects_bad_options():
         KFAC(net, 0.1, eps=0)
     with pytest.raises(ValueError, match="kl_clip"):
         KFAC(net, 0.1, kl_clip=0)
+    with pytest.raises(ValueError, match="route"):
+        KFAC(net, 0.1, route="fast")
+
+
+def test_auto_route_picks_the_cheaper_one():
+    """route="auto": the batch route for wide layers (n < i, o), the gradient
+    route for narrow ones (the autoencoder's 30-unit code, CIFAR's 100-unit layers)."""
+    net, _, _ = make_case("tanh-mse", n=2)
+    opt = KFAC(net, 0.1)
+    assert opt._route(200, 1000, 500) == "batch"
+    assert opt._route(200, 250, 30) == "gradient"
+    assert opt._route(200, 3072, 100) == "gradient"
 
 
 @pytest.mark.parametrize("name", ["acp", "kfac", "nnn", "centered"])

@@ -18,7 +18,8 @@ def _read_idx(path, magic, dims):
     """Decompress an IDX file and return its uint8 payload shaped (count, *dims)."""
     check_file(path, BY_NAME[os.path.basename(path)])
     try:
-        raw = gzip.decompress(open(path, "rb").read())
+        with open(path, "rb") as f:
+            raw = gzip.decompress(f.read())
     except (OSError, EOFError) as e:
         raise DataError(f"{path}: not a valid gzip file ({e})") from e
     n_header = 4 * (2 + len(dims))

@@ -10,6 +10,7 @@ vectors at its pre-activations.
   kfac_A(H)             A = 1/n sum_n [h h^T, h; h^T, 1]            (6.2.2), (i+1, i+1)
   kfac_G(B)             G = 1/n sum_n b_n b_n^T                     (6.2.2), (o, o)
   running_update(R, S, rho)   R <- rho R + (1 - rho) S  (running averages)
+  symmetric_from_upper(U, out)  out = U's upper triangle mirrored (host, inversions)
 """
 import numpy as np
 from numba import njit
@@ -41,8 +42,11 @@ def kfac_A(H):
     """A = 1/n sum_n (h^T 1)^T (h^T 1): the activation factor with the bias as the
     LAST row/column, matching the flat layout [vec(W); b] (J_theta = (h^T 1) ⊗ J_a)."""
     n, i = H.shape
+    HtH = H.T @ H
     A = np.empty((i + 1, i + 1), dtype=H.dtype)
-    A[:i, :i] = (H.T @ H) / n
+    for r in range(i):                # scale and copy in one pass (no temporaries)
+        for c in range(i):
+            A[r, c] = HtH[r, c] / n
     s = np.zeros(i, dtype=H.dtype)
     for r in range(n):
         for c in range(i):
@@ -68,6 +72,19 @@ def running_update(R, S, rho):
     Sf = S.reshape(-1)
     for k in range(Rf.size):
         Rf[k] = rho * Rf[k] + (1.0 - rho) * Sf[k]
+
+
+@njit(cache=True)
+def symmetric_from_upper(U, out):
+    """out = the symmetric matrix whose upper triangle is U's (LAPACK potri
+    leaves the lower one unset), converted to out's dtype; host only, used by
+    the amortized inversions."""
+    d = U.shape[0]
+    for r in range(d):
+        for c in range(r, d):
+            v = U[r, c]
+            out[r, c] = v
+            out[c, r] = v
 
 
 # ---------------------------------------------------------------- CUDA (@cuda.jit)

@@ -13,11 +13,24 @@ instability reported there).
 
 Each update (lines 12-14):
   dW = - lr 1/n sum_i grad_a l_i (h_i - mu)^T inv_C   (eq. 6.2.4)
-     = - lr (B^T ((H - 1 mu^T) inv_C))   -- inv_C applied to the batch matrix
-       before the weight-gradient GEMM, so it replaces that GEMM
   db = - lr 1/n sum_i grad_a l_i - dW mu               (eq. 6.2.5)
+dW^T is computed by the cheaper of two routes (route="auto"), with Hc = H - 1 mu^T:
+  "batch":    (Hc inv_C)^T B, inv_C applied to the batch matrix before the
+              weight-gradient GEMM, which it replaces: 2n(i^2 + i o) flops;
+  "gradient": inv_C (Hc^T B): 2(n i o + i^2 o) flops, cheaper when o < n
+              (the CIFAR MLP's 100-unit layers, whose 3072-input first layer
+              would cost 2n i^2 = 3.8 GFLOP a step on the batch route).
 This is the exact minimizer of the local criterion of 6.1 with eps/alpha in
 place of eps when the statistics come from the same minibatch (T = 1).
+
+Defaults lr = 0.1, eps = 0.03, alpha = 1: on the MNIST autoencoder (batch 200,
+T = 100; benchmarks/chapter6_sweep.py) the ratio lr / (eps / alpha) decides:
+about 3 trains well past SGD (loss ~10 after 1500 updates against SGD's 45),
+about 10 or more diverges at an inverse refresh, where directions of low input
+variance in the new C are amplified by up to alpha / eps (thesis 6.5.3.3), and
+much less than 1 stays on the mean-image plateau. The heuristic alpha is
+below the 1e-4 floor for the lowest layers of that net, which then barely
+move; no setting of eps tried there left the plateau without diverging.
 """
 import numpy as np
 
@@ -29,8 +42,11 @@ from tinynet.optim.stats import (centered_input, damped_inverse, forward_backwar
 class ACP(Optimizer):
     name = "acp"
 
-    def __init__(self, net, lr=0.1, eps=1e-2, T=100, alpha=1.0, alpha_floor=1e-4):
+    def __init__(self, net, lr=0.1, eps=0.03, T=100, alpha=1.0, alpha_floor=1e-4, route="auto"):
         super().__init__(net, lr)
+        if route not in ("auto", "batch", "gradient"):
+            raise ValueError(f"ACP: route must be 'auto', 'batch' or 'gradient', got {route!r}")
+        self.route = route
         if not eps >= 0:
             raise ValueError(f"ACP: eps must be >= 0, got {eps}")
         if int(T) < 1:
@@ -72,11 +88,15 @@ class ACP(Optimizer):
         if self.k % self.T == 0:                                    # amortization
             for i, (mu, C) in input_moments(net, ctxs).items():
                 self.alphas[i] = self._layer_alpha(np.asarray(bk.to_host(Bs[i])))
-                inv = damped_inverse(C, self.eps / self.alphas[i]).astype(net.dtype)
+                inv = damped_inverse(C, self.eps / self.alphas[i], net.dtype)
                 self.inv_C[i] = bk.asarray(inv)
         for i, B in Bs.items():
             mu, Hc = centered_input(bk, ctxs[i][0])
-            G = bk.matmul(bk.matmul(Hc, self.inv_C[i]), B, ta=True)   # (eq. 6.2.4): dW^T = -lr G, (i, o)
+            n, o = B.shape
+            if self.route == "batch" or (self.route == "auto" and n < o):
+                G = bk.matmul(bk.matmul(Hc, self.inv_C[i]), B, ta=True)   # (eq. 6.2.4): dW^T = -lr G, (i, o)
+            else:
+                G = bk.matmul(self.inv_C[i], bk.matmul(Hc, B, ta=True))   # the same, inv_C (Hc^T B)
             db = bk.col_sum(B)
             bk.axpy(-1.0, bk.matmul(mu.reshape(1, -1), G).reshape(-1), db)   # (eq. 6.2.5): - dW mu
             layer_axpy(net, i, -self.lr, G, db)

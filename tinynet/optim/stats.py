@@ -111,10 +111,10 @@ def kfac_factors(net, ctxs, lctx, curvature="gn", rng=None, exact=False):
     for R in rows:
         Bs = backward_rows(net, ctxs, net.bk.asarray(np.asarray(R, dtype=net.dtype)))
         for i, B in Bs.items():
-            g = K.kfac_G(np.ascontiguousarray(B)).astype(np.float64)
+            g = K.kfac_G(np.ascontiguousarray(B))
             Gs[i] = g if i not in Gs else Gs[i] + g
-    # computed in the network's dtype (float64 in the exactness tests), averaged in float64
-    return {i: (K.kfac_A(np.ascontiguousarray(layer_input(net, ctxs, i))).astype(np.float64), Gs[i])
+    # in the network's dtype (float64 in the exactness tests); RunningAverage keeps float64
+    return {i: (K.kfac_A(np.ascontiguousarray(layer_input(net, ctxs, i))), Gs[i])
             for i in linear_indices(net)}
 
 
@@ -144,7 +144,7 @@ class RunningAverage:
                 self.value[key] = tuple(np.array(m, dtype=np.float64, copy=True) for m in mats)
             else:
                 for R, S in zip(self.value[key], mats):
-                    K.running_update(R, np.asarray(S, dtype=np.float64), self.rho)
+                    K.running_update(R, np.ascontiguousarray(S), self.rho)   # S float32 or float64
         return self.value
 
 
@@ -210,11 +210,12 @@ def other_stages_sgd(net, grad, lr):
             net.bk.axpy(-lr, grad[a:c], net.theta[a:c])
 
 
-def damped_inverse(M, damping):
-    """(M + damping I)^{-1} of a symmetric positive semi-definite M (host, float64),
-    by Cholesky (LAPACK potrf + potri: about n^3 flops, a third of an LU solve);
-    a symmetric eigendecomposition when the damped matrix is not numerically
-    positive definite."""
+def damped_inverse(M, damping, dtype=np.float64):
+    """(M + damping I)^{-1} of a symmetric positive semi-definite M (host,
+    computed in float64, returned in `dtype`), by Cholesky (LAPACK potrf +
+    potri: about n^3 flops, a third of an LU solve); a symmetric
+    eigendecomposition when the damped matrix is not numerically positive
+    definite."""
     from scipy.linalg import lapack
     d = M.shape[0]
     S = np.array(M, dtype=np.float64, order="F", copy=True)
@@ -223,8 +224,9 @@ def damped_inverse(M, damping):
     if info == 0:
         inv, info = lapack.dpotri(c, lower=False, overwrite_c=True)
         if info == 0:
-            upper = np.triu(inv)
-            return upper + np.triu(inv, 1).T
+            out = np.empty((d, d), dtype=dtype)
+            K.symmetric_from_upper(inv, out)        # potri fills the upper triangle only
+            return out
     w, Q = np.linalg.eigh(M + damping * np.eye(d))
     w = np.maximum(w, max(damping, 1e-12 * np.abs(w).max(), np.finfo(np.float64).tiny))
-    return (Q / w) @ Q.T
+    return ((Q / w) @ Q.T).astype(dtype)
