@@ -222,6 +222,24 @@ def test_state_dict_resumes_bit_for_bit(name, tmp_path):
     np.testing.assert_array_equal(net2.get_flat(), net.get_flat())
 
 
+def test_loads_checkpoint_with_split_A_inverse():
+    """A checkpoint whose inverses hold A_d^{-1} as (top rows, last row), G_d^{-1}
+    (the layout before the two-route step) resumes to the same next step."""
+    net, X, Y = make_case("sigmoid-softmax", n=6)
+    opt = KFAC(net, 0.05, T=5, stats_every=1)
+    opt.step(X, Y)
+    st = opt.state_dict()
+    theta = net.get_flat()
+    ref = opt.step(X - 1, Y)
+    old = dict(st, inverses={i: [Ai[:-1], Ai[-1], Gi] for i, (Ai, Gi) in st["inverses"].items()})
+    net2, _, _ = make_case("sigmoid-softmax", n=6)
+    net2.set_flat(theta)
+    opt2 = KFAC(net2, 0.05, T=5, stats_every=1)
+    opt2.load_state_dict(old)
+    assert opt2.step(X - 1, Y) == ref
+    np.testing.assert_array_equal(net2.get_flat(), net.get_flat())
+
+
 @pytest.mark.parametrize("name", ["col_mean_cuda", "centered_cov_cuda", "kfac_A_cuda", "kfac_G_cuda",
                                   "running_update_cuda"])
 def test_stats_cuda_kernels_compile_float32_without_float64(name):

@@ -110,7 +110,7 @@ class KFAC(Optimizer):
         self.inverses = {}
         for i, v in state.get("inverses", {}).items():
             v = [np.asarray(m, dtype=self.net.dtype) for m in v]
-            if len(v) == 3:       # checkpoints before 0.1.1 kept A_d^{-1} as (top rows, last row)
+            if len(v) == 3:       # older checkpoints kept A_d^{-1} split as (top rows, last row)
                 v = [np.vstack([v[0], v[1][None, :]]), v[2]]
             self.inverses[int(i)] = tuple(self.bk.asarray(m) for m in v)
         if "rng" in state:
