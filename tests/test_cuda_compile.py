@@ -41,6 +41,7 @@ CASES = [
     ("matmul_tt", la.matmul_tt_cuda, (M, M, M), True),
     ("add_bias", la.add_bias_cuda, (M, V), True),
     ("col_sum", la.col_sum_cuda, (M, V), True),
+    ("append_ones", la.append_ones_cuda, (M, M), True),
     ("axpy", la.axpy_cuda, (S, V, V), True),
     ("scale", la.scale_cuda, (S, V), True),
     ("dot", la.dot_cuda, (V, V, float64[:]), False),

@@ -28,6 +28,7 @@ def test_bias_colsum_axpy():
     b = rng.standard_normal(3)
     np.testing.assert_allclose(bk.add_bias(A.copy(), b), A + b)
     np.testing.assert_allclose(bk.col_sum(A), A.sum(0))
+    np.testing.assert_array_equal(bk.append_ones(A), np.hstack([A, np.ones((4, 1))]))
     x, y = rng.standard_normal(9), rng.standard_normal(9)
     np.testing.assert_allclose(bk.axpy(0.3, x, y.copy()), y + 0.3 * x)
     assert bk.dot(x, y) == pytest.approx(x @ y)

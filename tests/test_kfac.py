@@ -172,7 +172,7 @@ def test_layer_q_is_the_dense_quadratic_form():
     gamma = (B.T @ H1).ravel(order="F")                      # vec, column-major: the flat layout
     ref = gamma @ np.linalg.solve(np.kron(Ad, Gd), gamma)
     bk = get_backend("cpu")
-    got = layer_q(bk, B, B @ np.linalg.inv(Gd), H, H1 @ np.linalg.inv(Ad))
+    got = layer_q(bk, B, B @ np.linalg.inv(Gd), H1, H1 @ np.linalg.inv(Ad))
     np.testing.assert_allclose(got, ref, rtol=1e-12)
 
 

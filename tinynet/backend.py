@@ -131,6 +131,13 @@ class CPUBackend(Backend):
         self._run("add_bias", _la.add_bias_cpu, (A, b), nbytes=2 * A.nbytes)
         return A
 
+    def append_ones(self, H, out=None):
+        """[H 1]: H (m, n) with a column of ones appended, (m, n + 1)."""
+        if out is None:
+            out = np.empty((H.shape[0], H.shape[1] + 1), dtype=H.dtype)
+        self._run("append_ones", _la.append_ones_cpu, (H, out), nbytes=H.nbytes + out.nbytes)
+        return out
+
     def col_sum(self, A, out=None):
         if out is None:
             out = np.empty(A.shape[1], dtype=A.dtype)

@@ -171,6 +171,14 @@ class CUDABackend(Backend):
         self._launch("add_bias", _la.add_bias_cuda, A.size, (A, b), nbytes=2 * A.nbytes)
         return A
 
+    def append_ones(self, H, out=None):
+        """[H 1]: H (m, n) with a column of ones appended, (m, n + 1)."""
+        if out is None:
+            out = cuda.device_array((H.shape[0], H.shape[1] + 1), dtype=H.dtype)
+        self._launch("append_ones", _la.append_ones_cuda, out.size, (H, out),
+                     nbytes=H.nbytes + out.nbytes)
+        return out
+
     def col_sum(self, A, out=None):
         if out is None:
             out = cuda.device_array(A.shape[1], dtype=A.dtype)

@@ -117,6 +117,7 @@ def test_add_bias_col_sum(shape, dtype):
     check(gpu.add_bias(gpu.asarray(A), gpu.asarray(b)), cpu.add_bias(A.copy(), b), dtype, f32=0)
     # same summation order as the CPU twin: equal to the last bit in float32 too
     check(gpu.col_sum(gpu.asarray(A)), cpu.col_sum(A), dtype, f32=0)
+    check(gpu.append_ones(gpu.asarray(A)), np.hstack([A, np.ones((shape[0], 1), dtype)]), dtype, f32=0)
 
 
 @pytest.mark.parametrize("n", [pytest.param(37, id="n37"), pytest.param(300, id="n300")])

@@ -1,5 +1,6 @@
 """Dense linear algebra kernels: matmul in the four transpose combinations,
-row-broadcast bias add, column sums, and vector updates.
+row-broadcast bias add, the ones-column augmentation [H 1], column sums, and
+vector updates.
 
 Index legend: A is (m, k) after its optional transpose, B is (k, n), out is (m, n).
 
@@ -45,6 +46,16 @@ def add_bias_cpu(A, b):
     for i in range(m):
         for j in range(n):
             A[i, j] += b[j]
+
+
+@njit(cache=True)
+def append_ones_cpu(H, out):
+    """out = [H 1]: H (m, n) with a column of ones appended, out (m, n + 1)."""
+    m, n = H.shape
+    for i in range(m):
+        for j in range(n):
+            out[i, j] = H[i, j]
+        out[i, n] = 1
 
 
 @njit(cache=True)
@@ -211,6 +222,16 @@ def add_bias_cuda(A, b):
         i = e // n
         j = e - i * n
         A[i, j] += b[j]
+
+
+@cuda.jit
+def append_ones_cuda(H, out):
+    """out = [H 1] (m, n + 1); one thread per entry of out."""
+    m, n1 = out.shape
+    for e in range(cuda.grid(1), m * n1, cuda.gridsize(1)):
+        i = e // n1
+        j = e - i * n1
+        out[i, j] = H[i, j] if j < n1 - 1 else out.dtype.type(1)
 
 
 @cuda.jit

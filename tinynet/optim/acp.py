@@ -97,7 +97,8 @@ class ACP(Optimizer):
             mu, Hc = centered_input(bk, ctxs[i][0])
             n, o = B.shape
             if self.route == "batch" or (self.route == "auto" and n < o):
-                G = bk.matmul(bk.matmul(Hc, self.inv_C[i]), B, ta=True)   # (eq. 6.2.4): dW^T = -lr G, (i, o)
+                # inv_C is symmetric: tb=True is the same product on BLAS's faster path
+                G = bk.matmul(bk.matmul(Hc, self.inv_C[i], tb=True), B, ta=True)   # (eq. 6.2.4): dW^T = -lr G, (i, o)
             else:
                 G = bk.matmul(self.inv_C[i], bk.matmul(Hc, B, ta=True))   # the same, inv_C (Hc^T B)
             db = bk.col_sum(B)

@@ -212,7 +212,7 @@ def other_stages_sgd(net, grad, lr):
 
 def damped_inverse(M, damping, dtype=np.float64):
     """(M + damping I)^{-1} of a symmetric positive semi-definite M (host,
-    computed in float64, returned in `dtype`), by Cholesky (LAPACK potrf +
+    computed in float64, returned in `dtype`, exactly symmetric), by Cholesky (LAPACK potrf +
     potri: about n^3 flops, a third of an LU solve); a symmetric
     eigendecomposition when the damped matrix is not numerically positive
     definite."""
@@ -229,4 +229,6 @@ def damped_inverse(M, damping, dtype=np.float64):
             return out
     w, Q = np.linalg.eigh(M + damping * np.eye(d))
     w = np.maximum(w, max(damping, 1e-12 * np.abs(w).max(), np.finfo(np.float64).tiny))
-    return ((Q / w) @ Q.T).astype(dtype)
+    out = np.empty((d, d), dtype=dtype)
+    K.symmetric_from_upper((Q / w) @ Q.T, out)     # exactly symmetric: callers use M^T for M
+    return out

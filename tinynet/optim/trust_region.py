@@ -29,18 +29,16 @@ two n x n GEMMs from the batch matrices the update already formed.
 import numpy as np
 
 
-def layer_q(bk, B, BGinv, H, HAinv):
-    """vec(Gamma)^T (A_d ⊗ G_d)^{-1} vec(Gamma) of one Linear layer (host float).
+def layer_q(bk, B, BGinv, H1, H1Ainv):
+    """vec(Gamma)^T (A_d ⊗ G_d)^{-1} vec(Gamma) of one Linear layer (host float):
+    < B G_d^{-1} B^T , [H 1] A_d^{-1} [H 1]^T >_F.
 
-    B (n, o), BGinv = B G_d^{-1} (n, o), H (n, i), HAinv = [H 1] A_d^{-1}
-    (n, i+1); backend arrays. [H 1] A_d^{-1} [H 1]^T = HAinv[:, :i] H^T +
-    HAinv[:, i] 1^T, so the bias column enters as one dot with the row sums of
-    the (symmetric) B G_d^{-1} B^T."""
-    i = H.shape[1]
-    X = bk.matmul(BGinv, B, tb=True)                  # (n, n) B G_d^{-1} B^T, symmetric
-    Y = bk.matmul(HAinv[:, :i], H, tb=True)           # (n, n) weight part of [H 1] A_d^{-1} [H 1]^T
+    B (n, o), BGinv = B G_d^{-1} (n, o), H1 = [H 1] (n, i+1), H1Ainv =
+    [H 1] A_d^{-1} (n, i+1); backend arrays."""
+    X = bk.matmul(BGinv, B, tb=True)                  # (n, n) B G_d^{-1} B^T
+    Y = bk.matmul(H1Ainv, H1, tb=True)                # (n, n) [H 1] A_d^{-1} [H 1]^T
     n = X.shape[0]
-    return bk.dot(X.reshape(n * n), Y.reshape(n * n)) + bk.dot(bk.col_sum(X), HAinv[:, i])
+    return bk.dot(X.reshape(n * n), Y.reshape(n * n))
 
 
 def clip_factor(q, lr, kl_clip):
