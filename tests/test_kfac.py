@@ -122,6 +122,28 @@ def test_sampled_gn_G_is_unbiased():
         assert np.abs(acc[i] - G).max() < 0.1 * np.abs(G).max()
 
 
+def test_running_factors_are_the_rho_average_of_batch_factors():
+    """KFAC's running factors (upper-triangle updates from raw sums, mirrored when
+    read) equal R_0 = F_0, R_t = rho R_{t-1} + (1 - rho) F_t of the per-batch
+    factors F_t = kfac_factors (the definitions), at the parameters of each step."""
+    rho = 0.7
+    net, X, Y = make_case("sigmoid-softmax", n=6)
+    opt = KFAC(net, 0.05, T=100, stats_every=1, rho=rho, exact=True)
+    ref = None
+    for t in range(4):
+        Xt = X + 0.5 * t
+        _, ctxs, lctx, _ = forward_backward(net, Xt, Y)
+        fac = kfac_factors(net, ctxs, lctx, "gn", exact=True)
+        ref = fac if ref is None else {i: tuple(rho * R + (1 - rho) * F for R, F in zip(ref[i], fac[i]))
+                                       for i in fac}
+        opt.step(Xt, Y)
+        for i, (A, G) in opt.factors.items():
+            np.testing.assert_allclose(A, ref[i][0], rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(G, ref[i][1], rtol=1e-12, atol=1e-15)
+            np.testing.assert_array_equal(A, A.T)
+            np.testing.assert_array_equal(G, G.T)
+
+
 def dense_kfac_blocks(opt, eps):
     """{Linear index: A_d ⊗ G_d} with the factored damping, built from the factors."""
     out = {}
@@ -241,7 +263,7 @@ def test_loads_checkpoint_with_split_A_inverse():
 
 
 @pytest.mark.parametrize("name", ["col_mean_cuda", "centered_cov_cuda", "kfac_A_cuda", "kfac_G_cuda",
-                                  "running_update_cuda"])
+                                  "running_update_cuda", "running_update_upper_cuda"])
 def test_stats_cuda_kernels_compile_float32_without_float64(name):
     """The @cuda.jit statistics twins compile to PTX (no GPU needed) and a float32
     kernel does no float64 arithmetic."""
@@ -252,6 +274,33 @@ def test_stats_cuda_kernels_compile_float32_without_float64(name):
     from tinynet.kernels import stats as K
     M, V = float32[:, :], float32[:]
     sig = {"col_mean_cuda": (M, V), "centered_cov_cuda": (M, V, M), "kfac_A_cuda": (M, M),
-           "kfac_G_cuda": (M, M), "running_update_cuda": (V, V, float32)}[name]
+           "kfac_G_cuda": (M, M), "running_update_cuda": (V, V, float32),
+           "running_update_upper_cuda": (M, M, float32, float32)}[name]
     ptx, _ = cuda.compile_ptx(getattr(K, name).py_func, sig, cc=(8, 0))
     assert not any(op in ptx for op in ("add.f64", "mul.f64", "div.rn.f64", "fma.rn.f64"))
+
+
+def test_damped_inverse_reads_the_upper_triangle():
+    """damped_inverse(M, d) = (M + d I)^{-1} from M's upper triangle alone (the
+    lower one as RunningFactors leaves it, stale), exactly symmetric; and the
+    eigendecomposition fallback when M + d I is not positive definite."""
+    from tinynet.optim.stats import damped_inverse
+    rng = np.random.default_rng(7)
+    R = rng.standard_normal((9, 6))
+    M = R @ R.T                                              # PSD, rank 6
+    stale = np.triu(M) + np.tril(rng.standard_normal((9, 9)), -1)
+    ref = np.linalg.inv(M + 0.3 * np.eye(9))
+    for dtype, rtol in ((np.float64, 1e-12), (np.float32, 1e-6)):
+        got = damped_inverse(stale, 0.3, dtype)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, got.T)
+        np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol * np.abs(ref).max())
+    # indefinite (a rounding-level negative eigenvalue, no damping): Cholesky fails,
+    # the eigenvalues are floored at max(damping, 1e-12 max |w|)
+    w = np.array([2.0, 1.0, -1e-9])
+    Q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    M = (Q * w) @ Q.T
+    got = damped_inverse(np.triu(M), 0.0)
+    floor = 1e-12 * 2.0
+    np.testing.assert_allclose(got, (Q / np.maximum(w, floor)) @ Q.T, rtol=1e-6)
+    np.testing.assert_array_equal(got, got.T)

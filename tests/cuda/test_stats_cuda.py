@@ -47,3 +47,17 @@ def test_running_update(dtype):
     ref = R.copy()
     K.running_update(ref, S, 0.9)
     np.testing.assert_allclose(dR.copy_to_host().reshape(7, 9), ref, **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_running_update_upper(dtype):
+    """The upper-triangle update of the top-left block, lower triangle and the
+    rest of R untouched, as the CPU twin."""
+    rng = np.random.default_rng(2)
+    R, S = rng.standard_normal((19, 19)).astype(dtype), rng.standard_normal((17, 17)).astype(dtype)
+    dR = cuda.to_device(R)
+    K.running_update_upper_cuda[K.launch_2d(S.shape)](dR, cuda.to_device(S), dtype(0.9), dtype(0.25))
+    ref = R.copy()
+    K.running_update_upper(ref, S, 0.9, 0.25)
+    np.testing.assert_allclose(dR.copy_to_host(), ref, **tol(dtype))
+    np.testing.assert_array_equal(np.tril(ref, -1), np.tril(R, -1))

@@ -9,7 +9,13 @@ vectors at its pre-activations.
   centered_cov(H, mu)   C = 1/n sum_n (h_n - mu)(h_n - mu)^T        (6.1.1), (i, i)
   kfac_A(H)             A = 1/n sum_n [h h^T, h; h^T, 1]            (6.2.2), (i+1, i+1)
   kfac_G(B)             G = 1/n sum_n b_n b_n^T                     (6.2.2), (o, o)
+  gram(M)               M^T M (unscaled)
   running_update(R, S, rho)   R <- rho R + (1 - rho) S  (running averages)
+  running_update_upper(R, S, rho, c)   the same for symmetric factors from a raw
+                        sum S (c = 1/n), upper triangle only: R[r, s] for s >= r
+                        of S's top-left block <- rho R + (1 - rho) c S
+  kfac_A_running(R, H, rho)   R <- rho R + (1 - rho) kfac_A(H) on the upper
+                        triangle, in one pass over R (the KFAC statistics step)
   symmetric_from_upper(U, out)  out = U's upper triangle mirrored (host, inversions)
 """
 import numpy as np
@@ -59,6 +65,12 @@ def kfac_A(H):
 
 
 @njit(cache=True)
+def gram(M):
+    """M^T M, unscaled (the raw sum behind kfac_G and the running factors)."""
+    return M.T @ M
+
+
+@njit(cache=True)
 def kfac_G(B):
     """G = 1/n B^T B, with rows b_n = J_a^T s_n for square-root factors s_n of D
     (so that E b b^T = J_a^T D J_a), thesis 6.2.2."""
@@ -75,10 +87,39 @@ def running_update(R, S, rho):
 
 
 @njit(cache=True)
+def running_update_upper(R, S, rho, c):
+    """Upper triangle of R's top-left S-sized block <- rho R + (1 - rho) c S, S a
+    raw (unscaled) symmetric sum such as B^T B: the scaling by c = 1/n and the
+    average share one pass, and the lower triangle is left alone (half the
+    memory traffic; tinynet.optim.stats.RunningFactors mirrors it when read)."""
+    d = S.shape[0]
+    w = (1.0 - rho) * c
+    for r in range(d):
+        for s in range(r, d):
+            R[r, s] = rho * R[r, s] + w * S[r, s]
+
+
+@njit(cache=True)
+def kfac_A_running(R, H, rho):
+    """R <- rho R + (1 - rho) A, A = kfac_A(H) (bias last), on R's upper
+    triangle, without forming A: the GEMM H^T H, then one pass over R."""
+    n, i = H.shape
+    running_update_upper(R, H.T @ H, rho, 1.0 / n)
+    s = np.zeros(i)                   # column sums of H, row by row (contiguous reads)
+    for r in range(n):
+        for c in range(i):
+            s[c] += H[r, c]
+    w = (1.0 - rho) / n
+    for c in range(i):
+        R[c, i] = rho * R[c, i] + w * s[c]
+    R[i, i] = 1.0
+
+
+@njit(cache=True)
 def symmetric_from_upper(U, out):
     """out = the symmetric matrix whose upper triangle is U's (LAPACK potri
-    leaves the lower one unset), converted to out's dtype; host only, used by
-    the amortized inversions."""
+    leaves the lower one unset), converted to out's dtype; `out` may be U
+    itself. Host only: the amortized inversions and the running factors."""
     d = U.shape[0]
     for r in range(d):
         for c in range(r, d):
@@ -164,3 +205,13 @@ def running_update_cuda(R, S, rho):
     k = cuda.grid(1)
     if k < R.size:
         R[k] = rho * R[k] + (R.dtype.type(1) - rho) * S[k]
+
+
+@cuda.jit
+def running_update_upper_cuda(R, S, rho, c):
+    """Upper triangle of R's top-left S-sized block <- rho R + (1 - rho) c S
+    (twin of running_update_upper); one thread per entry, the lower ones idle."""
+    col, r = cuda.grid(2)
+    d = S.shape[0]
+    if r < d and col < d and col >= r:
+        R[r, col] = rho * R[r, col] + (R.dtype.type(1) - rho) * c * S[r, col]

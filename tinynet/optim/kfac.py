@@ -46,8 +46,8 @@ import copy
 import numpy as np
 
 from tinynet.optim.base import Optimizer
-from tinynet.optim.stats import (RunningAverage, damped_inverse, forward_backward_bk,
-                                 kfac_factors, other_stages_sgd)
+from tinynet.optim.stats import (RunningFactors, damped_inverse, forward_backward_bk,
+                                 kfac_sums, other_stages_sgd)
 from tinynet.optim.trust_region import clip_factor, layer_q
 
 
@@ -85,7 +85,7 @@ class KFAC(Optimizer):
         self.kl_clip = None if kl_clip is None else float(kl_clip)
         self.T, self.stats_every, self.exact = int(T), int(stats_every), bool(exact)
         self.rng = np.random.default_rng(seed)
-        self.running = RunningAverage(rho)
+        self.running = RunningFactors(rho)
         self.inverses = {}
         self._grad = self.bk.zeros(net.n_params, net.dtype)
 
@@ -105,8 +105,7 @@ class KFAC(Optimizer):
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self.running.value = {int(i): tuple(np.asarray(m, dtype=np.float64) for m in v)
-                              for i, v in state.get("factors", {}).items()}
+        self.running.load(state.get("factors", {}))
         self.inverses = {}
         for i, v in state.get("inverses", {}).items():
             v = [np.asarray(m, dtype=self.net.dtype) for m in v]
@@ -138,9 +137,9 @@ class KFAC(Optimizer):
         net, bk = self.net, self.bk
         loss, ctxs, lctx, Bs = forward_backward_bk(net, X, Y, self._grad)
         if self.k % self.stats_every == 0:
-            self.running.update(kfac_factors(net, ctxs, lctx, self.curvature, self.rng, self.exact))
+            self.running.update(kfac_sums(net, ctxs, lctx, self.curvature, self.rng, self.exact))
         if self.k % self.T == 0 or not self.inverses:
-            for i, (A, G) in self.factors.items():
+            for i, (A, G) in self.running.upper.items():          # damped_inverse reads the upper triangles
                 dA, dG = factored_damping(A, G, self.eps)
                 self.inverses[i] = (bk.asarray(damped_inverse(A, dA, net.dtype)),
                                     bk.asarray(damped_inverse(G, dG, net.dtype)))

@@ -103,19 +103,26 @@ def curvature_rows(net, ctxs, lctx, curvature, rng, exact=False):
     raise ValueError(f"curvature must be 'gn' or 'fisher', got {curvature!r}")
 
 
-def kfac_factors(net, ctxs, lctx, curvature="gn", rng=None, exact=False):
-    """{Linear index: (A, G)} for the batch of ctxs (thesis 6.2.2)."""
+def kfac_sums(net, ctxs, lctx, curvature="gn", rng=None, exact=False):
+    """{Linear index: (H, S_B)} for the batch of ctxs: the layer's input batch H
+    (n, i) and S_B = sum over the curvature row batches of B^T B (o, o),
+    unscaled, so that A = kfac_A(H) and G = S_B / n (thesis 6.2.2). Host
+    arrays in the network's dtype (float64 in the exactness tests)."""
     rng = np.random.default_rng(0) if rng is None else rng
     rows = curvature_rows(net, ctxs, lctx, curvature, rng, exact)
-    Gs = {}
+    SB = {}
     for R in rows:
         Bs = backward_rows(net, ctxs, net.bk.asarray(np.asarray(R, dtype=net.dtype)))
         for i, B in Bs.items():
-            g = K.kfac_G(np.ascontiguousarray(B))
-            Gs[i] = g if i not in Gs else Gs[i] + g
-    # in the network's dtype (float64 in the exactness tests); RunningAverage keeps float64
-    return {i: (K.kfac_A(np.ascontiguousarray(layer_input(net, ctxs, i))), Gs[i])
-            for i in linear_indices(net)}
+            g = K.gram(np.ascontiguousarray(B))
+            SB[i] = g if i not in SB else SB[i] + g
+    return {i: (np.ascontiguousarray(layer_input(net, ctxs, i)), SB[i]) for i in linear_indices(net)}
+
+
+def kfac_factors(net, ctxs, lctx, curvature="gn", rng=None, exact=False):
+    """{Linear index: (A, G)} for the batch of ctxs (thesis 6.2.2)."""
+    return {i: (K.kfac_A(H), SB / H.shape[0])
+            for i, (H, SB) in kfac_sums(net, ctxs, lctx, curvature, rng, exact).items()}
 
 
 def input_moments(net, ctxs):
@@ -128,24 +135,61 @@ def input_moments(net, ctxs):
     return out
 
 
-class RunningAverage:
-    """Exponential running average of per-layer matrices across statistics
-    batches: R <- rho R + (1 - rho) S, the first batch initializing R."""
+class RunningFactors:
+    """Exponential running averages of KFAC's factors per Linear layer across
+    statistics batches, R <- rho R + (1 - rho) S, the first batch initializing
+    R; float64 whatever the network's dtype.
+
+    `update` takes the raw batch sums of kfac_sums (H and S_B = sum B^T B), so
+    that the 1/n scaling and the average are one pass over each R
+    (kfac_A_running, running_update_upper), and writes the upper triangles
+    only: the factors are symmetric, and this halves the memory traffic of
+    the statistics step. `value` mirrors the lower triangles when read."""
 
     def __init__(self, rho=0.95):
         if not 0 <= rho < 1:
             raise ValueError(f"running-average rho must lie in [0, 1), got {rho}")
         self.rho = float(rho)
-        self.value = {}
+        self._R = {}
+        self._mirrored = True
 
-    def update(self, new):
-        for key, mats in new.items():
-            if key not in self.value:
-                self.value[key] = tuple(np.array(m, dtype=np.float64, copy=True) for m in mats)
-            else:
-                for R, S in zip(self.value[key], mats):
-                    K.running_update(R, np.ascontiguousarray(S), self.rho)   # S float32 or float64
-        return self.value
+    def update(self, sums):
+        """sums: {Linear index: (H, S_B)} from kfac_sums."""
+        for i, (H, SB) in sums.items():
+            n, ni = H.shape
+            rho = self.rho
+            if i not in self._R:
+                self._R[i] = (np.zeros((ni + 1, ni + 1)), np.zeros(SB.shape))
+                rho = 0.0
+            RA, RG = self._R[i]
+            # the kernels index without bounds checks: refuse mismatched sums here
+            if H.ndim != 2 or RA.shape[0] != ni + 1 or SB.ndim != 2 or SB.shape != RG.shape:
+                raise ValueError(f"RunningFactors.update: layer {i} got H {H.shape} and S_B {SB.shape}, "
+                                 f"the averages are A {RA.shape} and G {RG.shape}; pass kfac_sums' (H, S_B)")
+            K.kfac_A_running(RA, H, rho)
+            K.running_update_upper(RG, SB, rho, 1.0 / n)
+        self._mirrored = False
+
+    @property
+    def upper(self):
+        """{Linear index: (A, G)} with only the upper triangles current: what
+        damped_inverse and the traces of the factored damping read (no mirroring)."""
+        return self._R
+
+    @property
+    def value(self):
+        """{Linear index: (A, G)}, full symmetric float64 matrices (the stored ones)."""
+        if not self._mirrored:
+            for RA, RG in self._R.values():
+                K.symmetric_from_upper(RA, RA)
+                K.symmetric_from_upper(RG, RG)
+            self._mirrored = True
+        return self._R
+
+    def load(self, value):
+        """Set the averages from {Linear index: (A, G)} full matrices."""
+        self._R = {int(i): tuple(np.array(m, dtype=np.float64, copy=True) for m in v) for i, v in value.items()}
+        self._mirrored = True
 
 
 # -- shared by the layer-wise optimizers (centered, ACP, KFAC, NNN) ------------
@@ -211,23 +255,26 @@ def other_stages_sgd(net, grad, lr):
 
 
 def damped_inverse(M, damping, dtype=np.float64):
-    """(M + damping I)^{-1} of a symmetric positive semi-definite M (host,
-    computed in float64, returned in `dtype`, exactly symmetric), by Cholesky (LAPACK potrf +
-    potri: about n^3 flops, a third of an LU solve); a symmetric
-    eigendecomposition when the damped matrix is not numerically positive
-    definite."""
+    """(M + damping I)^{-1} of a symmetric positive semi-definite M, read from
+    its upper triangle only (the lower one may be stale, as in RunningFactors);
+    computed in float64 on the host, returned in `dtype`, exactly symmetric.
+    By Cholesky (LAPACK potrf + potri: about n^3 flops, a third of an LU
+    solve); a symmetric eigendecomposition when the damped matrix is not
+    numerically positive definite."""
     from scipy.linalg import lapack
     d = M.shape[0]
-    S = np.array(M, dtype=np.float64, order="F", copy=True)
+    # M^T of a C-ordered M is F-ordered, so this is a plain copy; its lower
+    # triangle (as LAPACK reads an F-ordered array) is M's upper one
+    S = np.array(np.asarray(M, dtype=np.float64).T, order="F", copy=True)
     S[np.diag_indices(d)] += damping
-    c, info = lapack.dpotrf(S, lower=False, overwrite_a=True)
+    c, info = lapack.dpotrf(S, lower=True, overwrite_a=True)
     if info == 0:
-        inv, info = lapack.dpotri(c, lower=False, overwrite_c=True)
+        inv, info = lapack.dpotri(c, lower=True, overwrite_c=True)
         if info == 0:
             out = np.empty((d, d), dtype=dtype)
-            K.symmetric_from_upper(inv, out)        # potri fills the upper triangle only
+            K.symmetric_from_upper(inv.T, out)      # potri sets inv's lower triangle = inv.T's upper
             return out
-    w, Q = np.linalg.eigh(M + damping * np.eye(d))
+    w, Q = np.linalg.eigh(np.asarray(M, dtype=np.float64) + damping * np.eye(d), UPLO="U")
     w = np.maximum(w, max(damping, 1e-12 * np.abs(w).max(), np.finfo(np.float64).tiny))
     out = np.empty((d, d), dtype=dtype)
     K.symmetric_from_upper((Q / w) @ Q.T, out)     # exactly symmetric: callers use M^T for M
