@@ -231,7 +231,10 @@ def append_ones_cuda(H, out):
     for e in range(cuda.grid(1), m * n1, cuda.gridsize(1)):
         i = e // n1
         j = e - i * n1
-        out[i, j] = H[i, j] if j < n1 - 1 else out.dtype.type(1)
+        if j < n1 - 1:
+            out[i, j] = H[i, j]
+        else:                          # the ones column; H has no entry here
+            out[i, j] = out.dtype.type(1)
 
 
 @cuda.jit
