@@ -23,6 +23,26 @@ def test_matmul_transposes(ta, tb, dtype):
         bk.matmul(A, B[:-1] if not tb else B[:, :-1], ta=ta, tb=tb)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+def test_matmul_acc_accumulates_in_place(ta, tb, dtype):
+    """out += alpha op(A) op(B) in the very array given (a view of a flat vector,
+    as KFAC passes its slice of theta)."""
+    A = rng.standard_normal((5, 7) if ta else (7, 5)).astype(dtype)
+    B = rng.standard_normal((4, 5) if tb else (5, 4)).astype(dtype)
+    flat = rng.standard_normal(30).astype(dtype)
+    out = flat[1:29].reshape(7, 4)
+    ref = out.astype(np.float64) - 0.7 * ((A.T if ta else A).astype(np.float64) @ (B.T if tb else B))
+    got = bk.matmul_acc(A, B, out, -0.7, ta=ta, tb=tb)
+    assert got is out and np.shares_memory(flat, out)
+    np.testing.assert_allclose(flat[1:29].reshape(7, 4), ref, rtol=1e-5 if dtype == np.float32 else 1e-13)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        bk.matmul_acc(A, B, np.zeros((4, 7), dtype).T, 1.0, ta=ta, tb=tb)
+    with pytest.raises(ValueError, match="out has shape"):
+        bk.matmul_acc(A, B, np.zeros((7, 3), dtype), 1.0, ta=ta, tb=tb)
+
+
 def test_bias_colsum_axpy():
     A = rng.standard_normal((4, 3))
     b = rng.standard_normal(3)

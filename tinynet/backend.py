@@ -127,6 +127,18 @@ class CPUBackend(Backend):
         self._run("matmul", fn, (A, B, out), flops=2.0 * m * n * k)
         return out
 
+    def matmul_acc(self, A, B, out, alpha=1.0, ta=False, tb=False):
+        """out += alpha op(A) @ op(B), in place (out C-contiguous): one BLAS gemm
+        with beta = 1 instead of a product and an axpy."""
+        m, n, k = self._matmul_shape(A, B, out, ta, tb)
+        if not out.flags.c_contiguous or out.dtype != A.dtype:
+            raise ValueError(f"matmul_acc: out must be C-contiguous {A.dtype}, got {out.dtype} "
+                             f"{'C' if out.flags.c_contiguous else 'strided'}")
+        A, B = (np.ascontiguousarray(M) for M in (A, B))
+        self._run("matmul_acc", _la.matmul_acc_cpu, (A, B, out, float(alpha), bool(ta), bool(tb)),
+                  flops=2.0 * m * n * k)
+        return out
+
     def add_bias(self, A, b):
         self._run("add_bias", _la.add_bias_cpu, (A, b), nbytes=2 * A.nbytes)
         return A

@@ -167,6 +167,17 @@ class CUDABackend(Backend):
                   flops=2.0 * m * n * k)
         return out
 
+    def matmul_acc(self, A, B, out, alpha=1.0, ta=False, tb=False):
+        """out += alpha op(A) @ op(B), in place: the product, then an axpy (the
+        CPU backend fuses them in one BLAS call; a fused kernel here waits for
+        a GPU to measure it on)."""
+        m, n, k = self._matmul_shape(A, B, out, ta, tb)
+        if not out.is_c_contiguous() or out.dtype != A.dtype:
+            raise ValueError(f"matmul_acc: out must be C-contiguous {A.dtype}, got {out.dtype}")
+        P = self.matmul(A, B, ta=ta, tb=tb)
+        self.axpy(alpha, P.reshape(m * n), out.reshape(m * n))
+        return out
+
     def add_bias(self, A, b):
         self._launch("add_bias", _la.add_bias_cuda, A.size, (A, b), nbytes=2 * A.nbytes)
         return A

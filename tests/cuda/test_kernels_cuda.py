@@ -94,6 +94,25 @@ def test_matmul_views_as_linear_passes_them(dtype):
     check(gpu.matmul(dH[:, ::2], WT_d[::2, :]), H[:, ::2] @ WT_h[::2, :], dtype, atol=tol)
 
 
+@pytest.mark.parametrize("ta, tb", [(False, False), (True, False), (True, True)], ids=["nn", "tn", "tt"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_acc_into_a_view_of_a_flat_vector(ta, tb, dtype):
+    """out += alpha op(A) op(B) on a reshaped slice of a flat vector (KFAC's
+    update of its theta slice), as the CPU backend's fused BLAS call."""
+    rng = np.random.default_rng(5)
+    m, k, n = 17, 9, 18
+    A = rand(rng, (k, m) if ta else (m, k), dtype)
+    B = rand(rng, (n, k) if tb else (k, n), dtype)
+    flat = rand(rng, 2 + m * n + 3, dtype)
+    ref = flat.copy()
+    cpu.matmul_acc(A, B, ref[2:2 + m * n].reshape(m, n), -0.3, ta=ta, tb=tb)
+    d = gpu.asarray(flat)
+    gpu.matmul_acc(gpu.asarray(A), gpu.asarray(B), d[2:2 + m * n].reshape(m, n), -0.3, ta=ta, tb=tb)
+    check(d, ref, dtype, atol=1e-6 if dtype == np.float32 else 1e-14)
+    np.testing.assert_array_equal(gpu.to_host(d)[:2], flat[:2])         # nothing written outside the view
+    np.testing.assert_array_equal(gpu.to_host(d)[2 + m * n:], flat[2 + m * n:])
+
+
 def test_matmul_rejects_bad_shapes_and_dtypes():
     A = gpu.zeros((3, 4), np.float32)
     with pytest.raises(ValueError, match="inner sizes differ"):

@@ -1,5 +1,5 @@
 """Dense linear algebra kernels: matmul in the four transpose combinations,
-row-broadcast bias add, the ones-column augmentation [H 1], column sums, and
+the accumulating matmul (out += alpha op(A) op(B)), row-broadcast bias add, the ones-column augmentation [H 1], column sums, and
 vector updates.
 
 Index legend: A is (m, k) after its optional transpose, B is (k, n), out is (m, n).
@@ -37,6 +37,21 @@ def matmul_tn_cpu(A, B, out):
 def matmul_tt_cpu(A, B, out):
     """out = A.T @ B.T."""
     np.dot(A.T, B.T, out)
+
+
+def matmul_acc_cpu(A, B, out, alpha, ta, tb):
+    """out += alpha op(A) @ op(B) in place: BLAS gemm with beta = 1, which
+    saves writing the product and reading it back for an axpy. Numba's np.dot
+    has no accumulating form, so this one CPU kernel is plain Python calling
+    scipy.linalg.blas, which wraps the same OpenBLAS as Numba's np.dot (one
+    BLAS thread pool). A, B, out C-contiguous, one dtype. In the column-major
+    view of Fortran a C-ordered array is its transpose, so the call computes
+    out^T += alpha op(B)^T op(A)^T."""
+    from scipy.linalg import blas
+    gemm = blas.sgemm if out.dtype == np.float32 else blas.dgemm
+    r = gemm(alpha, B.T, A.T, beta=1.0, c=out.T, trans_a=int(tb), trans_b=int(ta), overwrite_c=1)
+    if not np.shares_memory(r, out):      # f2py copied c (it never should for these layouts)
+        out[...] = r.T
 
 
 @njit(cache=True)

@@ -20,7 +20,8 @@ Update, with Gamma = [grad W, grad b] = B^T H1 (o, i+1):
 computed per layer by the cheaper of two routes (route="auto"):
   "batch":    (B G_d^{-1})^T (H1 A_d^{-1}), the inverses applied to the batch
               matrices before the GEMM, which then replaces the weight-gradient
-              GEMM: 2n((i+1)^2 + o^2 + (i+1)o) flops, plus 2n^2(o+i+1) for the
+              GEMM and accumulates into theta (bk.matmul_acc, BLAS beta = 1):
+              2n((i+1)^2 + o^2 + (i+1)o) flops, plus 2n^2(o+i+1) for the
               trust region; cheaper when the batch n is smaller than the layer;
   "gradient": Gamma first, then A_d^{-1} Gamma^T G_d^{-1}:
               2(n i o + (i+1)^2 o + (i+1) o^2) flops, and the trust region is
@@ -143,7 +144,9 @@ class KFAC(Optimizer):
                 dA, dG = factored_damping(A, G, self.eps)
                 self.inverses[i] = (bk.asarray(damped_inverse(A, dA, net.dtype)),
                                     bk.asarray(damped_inverse(G, dG, net.dtype)))
-        Dts, q = {}, 0.0
+        # every layer's preconditioned factors first: nu needs q of all layers
+        # before any update is applied
+        pending, q = [], 0.0
         for i, B in Bs.items():
             Ainv, Ginv = self.inverses[i]
             H = ctxs[i][0]
@@ -154,18 +157,23 @@ class KFAC(Optimizer):
                 H1 = bk.append_ones(H)                                        # [H 1], (n, i+1)
                 HA = bk.matmul(H1, Ainv, tb=True)                             # [H 1] A_d^{-1}, (n, i+1)
                 BG = bk.matmul(B, Ginv, tb=True)                              # B G_d^{-1}, (n, o)
-                Dts[i] = bk.matmul(HA, BG, ta=True)                           # (i+1, o) = [dW^T; db^T] / -lr nu
                 if self.kl_clip is not None:
                     q += layer_q(bk, B, BG, H1, HA)
+                pending.append((i, HA, BG))
             else:
                 GammaT = self._gradient_T(H, B)                               # (i+1, o) = [grad W^T; grad b^T]
-                Dts[i] = bk.matmul(bk.matmul(Ainv, GammaT), Ginv)             # A_d^{-1} Gamma^T G_d^{-1}
+                Dt = bk.matmul(bk.matmul(Ainv, GammaT), Ginv)                 # A_d^{-1} Gamma^T G_d^{-1}
                 if self.kl_clip is not None:
-                    q += bk.dot(GammaT.reshape(-1), Dts[i].reshape(-1))
+                    q += bk.dot(GammaT.reshape(-1), Dt.reshape(-1))
+                pending.append((i, Dt, None))
         nu = clip_factor(q, self.lr, self.kl_clip)
-        for i, Dt in Dts.items():
-            a, c = net.offsets[i]
-            bk.axpy(-self.lr * nu, Dt.reshape(-1), net.theta[a:c])      # rows: vec(W) col-major, then b
+        for i, P, BG in pending:
+            a, c = net.offsets[i]                                             # rows: vec(W) col-major, then b
+            if BG is None:
+                bk.axpy(-self.lr * nu, P.reshape(-1), net.theta[a:c])
+            else:                                                             # [W^T; b^T] += -lr nu (H1 A_d^-1)^T (B G_d^-1)
+                view = net.theta[a:c].reshape(P.shape[1], BG.shape[1])
+                bk.matmul_acc(P, BG, view, -self.lr * nu, ta=True)
         self.metrics.update(kl_nu=nu, kl_q=q)
         other_stages_sgd(net, self._grad, self.lr)
         self.k += 1
