@@ -39,17 +39,6 @@ def test_mean_cov_A_G(shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_running_update(dtype):
-    rng = np.random.default_rng(1)
-    R, S = rng.standard_normal((7, 9)).astype(dtype), rng.standard_normal((7, 9)).astype(dtype)
-    dR = cuda.to_device(R.reshape(-1))
-    K.running_update_cuda[K.launch_1d(R.size)](dR, cuda.to_device(S.reshape(-1)), dtype(0.9))
-    ref = R.copy()
-    K.running_update(ref, S, 0.9)
-    np.testing.assert_allclose(dR.copy_to_host().reshape(7, 9), ref, **tol(dtype))
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_running_update_upper(dtype):
     """The upper-triangle update of the top-left block, lower triangle and the
     rest of R untouched, as the CPU twin."""

@@ -10,10 +10,9 @@ vectors at its pre-activations.
   kfac_A(H)             A = 1/n sum_n [h h^T, h; h^T, 1]            (6.2.2), (i+1, i+1)
   kfac_G(B)             G = 1/n sum_n b_n b_n^T                     (6.2.2), (o, o)
   gram(M)               M^T M (unscaled)
-  running_update(R, S, rho)   R <- rho R + (1 - rho) S  (running averages)
-  running_update_upper(R, S, rho, c)   the same for symmetric factors from a raw
-                        sum S (c = 1/n), upper triangle only: R[r, s] for s >= r
-                        of S's top-left block <- rho R + (1 - rho) c S
+  running_update_upper(R, S, rho, c)   exponential running average of a symmetric
+                        factor from a raw sum S (c = 1/n), upper triangle only:
+                        R[r, s] for s >= r of S's top-left block <- rho R + (1 - rho) c S
   kfac_A_running(R, H, rho)   R <- rho R + (1 - rho) kfac_A(H) on the upper
                         triangle, in one pass over R (the KFAC statistics step)
   symmetric_from_upper(U, out)  out = U's upper triangle mirrored (host, inversions)
@@ -78,15 +77,6 @@ def kfac_G(B):
 
 
 @njit(cache=True)
-def running_update(R, S, rho):
-    """In place R <- rho R + (1 - rho) S (exponential running average)."""
-    Rf = R.reshape(-1)
-    Sf = S.reshape(-1)
-    for k in range(Rf.size):
-        Rf[k] = rho * Rf[k] + (1.0 - rho) * Sf[k]
-
-
-@njit(cache=True)
 def running_update_upper(R, S, rho, c):
     """Upper triangle of R's top-left S-sized block <- rho R + (1 - rho) c S, S a
     raw (unscaled) symmetric sum such as B^T B: the scaling by c = 1/n and the
@@ -105,13 +95,9 @@ def kfac_A_running(R, H, rho):
     triangle, without forming A: the GEMM H^T H, then one pass over R."""
     n, i = H.shape
     running_update_upper(R, H.T @ H, rho, 1.0 / n)
-    s = np.zeros(i)                   # column sums of H, row by row (contiguous reads)
-    for r in range(n):
-        for c in range(i):
-            s[c] += H[r, c]
-    w = (1.0 - rho) / n
+    mu = col_mean(H)                  # the bias column E h
     for c in range(i):
-        R[c, i] = rho * R[c, i] + w * s[c]
+        R[c, i] = rho * R[c, i] + (1.0 - rho) * mu[c]
     R[i, i] = 1.0
 
 
@@ -197,14 +183,6 @@ def kfac_G_cuda(B, G):
         for m in range(n):
             s += B[m, r] * B[m, c]
         G[r, c] = s / B.dtype.type(n)
-
-
-@cuda.jit
-def running_update_cuda(R, S, rho):
-    """R <- rho R + (1 - rho) S on flat (1-D) arrays."""
-    k = cuda.grid(1)
-    if k < R.size:
-        R[k] = rho * R[k] + (R.dtype.type(1) - rho) * S[k]
 
 
 @cuda.jit
