@@ -2,13 +2,16 @@
 with Numba kernels (`@njit` on the CPU, `@cuda.jit` on NVIDIA GPUs) and every
 matrix of the math explicit and checkable. See DESIGN.md and README.md."""
 from tinynet.backend import get_backend
-from tinynet.layers import Identity, Linear, ReLU, Sigmoid, Stage, Tanh
+from tinynet.layers import BatchNorm, Conv2d, Flatten, Identity, Linear, MeanOnlyBatchNorm, ReLU, Sigmoid, Stage, Tanh
 from tinynet.losses import BCELoss, Loss, MSELoss, SoftmaxCrossEntropyLoss
 from tinynet.network import Sequential
+
+from tinynet import curvature, optim  # noqa: E402  (tn.optim, tn.curvature after `import tinynet as tn`)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Sequential", "Stage", "Linear", "Sigmoid", "Tanh", "ReLU", "Identity",
+    "Sequential", "Stage", "Linear", "Conv2d", "Flatten", "BatchNorm", "MeanOnlyBatchNorm", "Sigmoid", "Tanh", "ReLU", "Identity",
     "Loss", "MSELoss", "BCELoss", "SoftmaxCrossEntropyLoss", "get_backend",
+    "curvature", "optim",
 ]

@@ -69,6 +69,14 @@ class Backend:
     def _clock_stop(self, t0):
         return time.perf_counter() - t0
 
+    def launch(self, module, name, count, *args, flops=0.0, nbytes=0.0):
+        """Run the kernel pair `name` of kernel module `module` (its `name_cpu`
+        or `name_cuda` twin, by device) on `args`; `count` is the number of
+        entries the kernel writes (one CUDA thread each; the CPU twin loops
+        itself). The generic dispatch of the stages' own kernels (conv,
+        pooling, BatchNorm2d), so a new stage needs no backend method."""
+        return self._launch_pair(module, name, count, args, flops, nbytes)
+
     @staticmethod
     def _matmul_shape(A, B, out, ta, tb):
         """(m, n, k) of op(A) @ op(B), checking the operands and `out`."""
@@ -89,6 +97,9 @@ class CPUBackend(Backend):
     """Arrays are numpy arrays; kernels are the `@njit` functions of tinynet.kernels."""
 
     name = "cpu"
+
+    def _launch_pair(self, module, name, count, args, flops, nbytes):
+        return self._run(name, getattr(module, name + "_cpu"), args, flops, nbytes)
 
     # -- arrays -----------------------------------------------------------------
     def empty(self, shape, dtype):

@@ -110,6 +110,9 @@ class CUDABackend(Backend):
         blocks, tpb = _grid1(count)
         self._run(name, kernel[blocks, tpb], args, flops, nbytes)
 
+    def _launch_pair(self, module, name, count, args, flops, nbytes):
+        self._launch(name, getattr(module, name + "_cuda"), count, args, flops, nbytes)
+
     # -- arrays -----------------------------------------------------------------
     def empty(self, shape, dtype):
         return cuda.device_array(shape, dtype=dtype)

@@ -16,14 +16,20 @@ from tinynet.losses.base import Loss
 
 class Sequential:
     """`Sequential(layers, loss, dtype=np.float32, seed=0, device="cpu",
-    init="auto", alpha=None)`.
+    init="auto", alpha=None, input_shape=None)`.
+
+    input_shape: the shape of one input example, (d,) or (C, H, W) for images
+    (rows are the C-major flattening, PyTorch's x.reshape(n, -1) of NCHW).
+    Default: (n_in,) of the first stage that declares n_in (a Linear layer).
+    Each stage maps its input shape to an output shape (`shapes`); a stage
+    that cannot take the shape it receives is a ValueError at construction.
 
     init: "auto" (He before ReLU, Glorot otherwise), "glorot" or "he"; alpha
     scales the initial variance (thesis 2.4.2).
     """
 
     def __init__(self, layers, loss, dtype=np.float32, seed=0, device="cpu",
-                 init="auto", alpha=None):
+                 init="auto", alpha=None, input_shape=None):
         self.layers = list(layers)
         if not self.layers:
             raise ValueError("Sequential needs at least one layer")
@@ -46,11 +52,16 @@ class Sequential:
             self.offsets.append((pos, pos + s.n_params))
             pos += s.n_params
         self.n_params = pos
-        self.n_in = self._first_in()
-        feats = self.n_in
-        for s in self.layers:
-            feats = s.out_features(feats)
-        self.n_out = feats
+        self.input_shape = self._input_shape(input_shape)
+        self.shapes = [self.input_shape]      # shapes[l]: one example entering stage l; shapes[-1]: the output
+        for i, s in enumerate(self.layers):
+            try:
+                self.shapes.append(tuple(s.set_input_shape(self.shapes[-1])))
+            except ValueError as e:
+                raise ValueError(f"Sequential: stage {i} ({s!r}) cannot take its input of shape "
+                                 f"{self.shapes[-1]}: {e}") from None
+        self.sizes = [int(np.prod(sh)) for sh in self.shapes]    # features per row at each stage boundary
+        self.n_in, self.n_out = self.sizes[0], self.sizes[-1]
 
         rng = np.random.default_rng(seed)
         host = np.empty(self.n_params, dtype=self.dtype)
@@ -62,11 +73,18 @@ class Sequential:
         self._bind()
         self._grad = None
 
-    def _first_in(self):
+    def _input_shape(self, input_shape):
+        if input_shape is not None:
+            shape = (int(input_shape),) if np.isscalar(input_shape) else tuple(int(d) for d in input_shape)
+            if not shape or min(shape) < 1:
+                raise ValueError(f"Sequential: input_shape must be positive sizes, e.g. (3, 32, 32), got {input_shape!r}")
+            return shape
         for s in self.layers:
+            if getattr(s, "needs_input_shape", False):
+                raise ValueError(f"Sequential: {s!r} needs the image size: give input_shape=(C, H, W)")
             if hasattr(s, "n_in"):
-                return s.n_in
-        raise ValueError("the first parametrized stage must declare n_in")
+                return (s.n_in,)
+        raise ValueError("Sequential: no stage declares its input size; give input_shape=(d,) or (C, H, W)")
 
     def _bind(self):
         self.loss_stage.bind(self.bk, None)
@@ -103,7 +121,8 @@ class Sequential:
         if self.bk.name == "cpu" or isinstance(X, np.ndarray):
             X = np.asarray(X)
             if X.ndim != 2 or X.shape[1] != self.n_in:
-                raise ValueError(f"inputs must have shape (n, {self.n_in}), got {X.shape}")
+                raise ValueError(f"inputs must have shape (n, {self.n_in}) (examples of shape "
+                                 f"{self.input_shape}, flattened C-major), got {X.shape}")
             return self.bk.asarray(X, self.dtype)
         return X
 

@@ -44,10 +44,7 @@ def _chunks(net, n, work_per_col):
 
 
 def _work_per_col(net, n):
-    feats, total = net.n_in, net.n_in
-    for s in net.layers:
-        feats = s.out_features(feats)
-        total += feats
+    total = sum(net.sizes)
     return 4 * n * total + net.n_params
 
 

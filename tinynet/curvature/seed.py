@@ -132,10 +132,7 @@ def dense_bytes(net):
 
 
 def _sizes(net):
-    a = [net.n_in]
-    for s in net.layers:
-        a.append(s.out_features(a[-1]))
-    a.append(1)
+    a = list(net.sizes) + [1]
     p = [s.n_params for s in net.layers] + [0]
     return a, p
 

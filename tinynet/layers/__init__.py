@@ -2,6 +2,8 @@
 model builders use to the classes."""
 from tinynet.layers.base import Stage
 from tinynet.layers.batchnorm import BatchNorm, MeanOnlyBatchNorm
+from tinynet.layers.conv2d import Conv2d
+from tinynet.layers.flatten import Flatten
 from tinynet.layers.identity import Identity
 from tinynet.layers.linear import Linear
 from tinynet.layers.relu import ReLU
@@ -11,5 +13,6 @@ from tinynet.layers.tanh import Tanh
 ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "identity": Identity}
 STAGES = dict(linear=Linear, **ACTIVATIONS)
 STAGES.update({"batchnorm": BatchNorm, "mean-only-batchnorm": MeanOnlyBatchNorm})   # issue 6
+STAGES.update({"conv2d": Conv2d, "flatten": Flatten})   # issue 11
 
-__all__ = ["Stage", "BatchNorm", "MeanOnlyBatchNorm", "Linear", "Sigmoid", "Tanh", "ReLU", "Identity", "ACTIVATIONS", "STAGES"]
+__all__ = ["Stage", "Conv2d", "Flatten", "BatchNorm", "MeanOnlyBatchNorm", "Linear", "Sigmoid", "Tanh", "ReLU", "Identity", "ACTIVATIONS", "STAGES"]

@@ -14,6 +14,13 @@ Seed 001 names the pieces a stage provides:
   jac_x(ctx)  (n, out, p)    per-example Jacobian of the output w.r.t. x_l
   jac_z(ctx)  (n, out, in)   per-example Jacobian of the output w.r.t. z_{l-1}
 
+Shapes (DESIGN.md, "Images"): a batch is always (n, d); `set_input_shape(s)`
+records the shape s of one input example (a tuple: (d,) for vectors,
+(C, H, W) for images, rows C-major flattened) and returns the shape of one
+output example, raising a ValueError naming the stage and both shapes when
+the stage cannot take that input. Sequential calls it once per stage at
+construction. Elementwise stages keep the shape (the default here).
+
 Jacobians are returned as host numpy arrays (they are for explicit matrices on
 small nets). Parameters live in the network's flat vector; `bind` gives a stage
 views of its slice, so an update of the flat vector is an update of the stage.
@@ -38,8 +45,18 @@ class Stage:
         """Host array with initial values for this stage's slice (empty if none)."""
         return np.zeros(0, dtype=dtype)
 
+    in_shape = out_shape = None
+    mixes_batch = False     # True where an output row depends on other rows (BatchNorm in training)
+
+    def set_input_shape(self, in_shape):
+        """Record the input example shape; return the output example shape
+        (elementwise default: the same shape)."""
+        self.in_shape = self.out_shape = tuple(int(d) for d in in_shape)
+        return self.out_shape
+
     def out_features(self, in_features):
-        return in_features
+        """Output features for `in_features` vector inputs (the 1-D case of set_input_shape)."""
+        return int(np.prod(type(self).set_input_shape(self, (in_features,))))
 
     def jac_x(self, ctx):
         raise NotImplementedError(f"{type(self).__name__} does not provide per-example Jacobians")

@@ -44,10 +44,15 @@ class _BatchNormBase(Stage):
     def __repr__(self):
         return f"{type(self).__name__}({self.d})"
 
-    def out_features(self, in_features):
-        if in_features != self.d:
-            raise ValueError(f"{self!r} receives {in_features} features, expects {self.d}")
-        return self.d
+    mixes_batch = True
+
+    def set_input_shape(self, in_shape):
+        in_shape = tuple(int(d) for d in in_shape)
+        if in_shape != (self.d,):
+            hint = "; for images use BatchNorm2d(channels)" if len(in_shape) == 3 else ""
+            raise ValueError(f"{self!r} receives examples of shape {in_shape}, expects ({self.d},){hint}")
+        self.in_shape = self.out_shape = in_shape
+        return in_shape
 
     def bind(self, bk, theta):
         self.bk = bk

@@ -24,10 +24,40 @@ class Linear(Stage):
     def __repr__(self):
         return f"Linear({self.n_in}, {self.n_out})"
 
-    def out_features(self, in_features):
-        if in_features != self.n_in:
-            raise ValueError(f"{self!r} receives {in_features} features, expects {self.n_in}")
+    def set_input_shape(self, in_shape):
+        in_shape = tuple(int(d) for d in in_shape)
+        if len(in_shape) != 1:
+            raise ValueError(f"{self!r} takes vectors of {self.n_in} features but receives examples of "
+                             f"shape {in_shape}; put Flatten() before it")
+        if in_shape[0] != self.n_in:
+            raise ValueError(f"{self!r} receives {in_shape[0]} features (shape {in_shape}), "
+                             f"expects {self.n_in} (shape ({self.n_in},))")
+        self.in_shape, self.out_shape = in_shape, (self.n_out,)
+        return self.out_shape
+
+    # -- Kronecker rows (the chapter-6 statistics hook, shared with Conv2d) -----------
+    # The gradient of the stage is [grad W^T; grad b^T] = [H 1]^T B for row
+    # matrices H (m, fan_in) and B (m, fan_out); KFAC's A, G and ACP's C are
+    # products of these rows. For a Linear layer the rows are the batch itself
+    # (m = n, share = 1); the stage's slice of theta, reshaped (fan_in + 1,
+    # fan_out), is [W^T; b^T].
+    share = 1
+
+    @property
+    def fan_in(self):
+        return self.n_in
+
+    @property
+    def fan_out(self):
         return self.n_out
+
+    def kron_rows(self, ctx):
+        """H (n, i): the input rows (backend array)."""
+        return ctx[0]
+
+    def kron_signal(self, ctx, b_out):
+        """B (n, o): the output signal as rows (here b_out itself)."""
+        return b_out
 
     def bind(self, bk, theta):
         self.bk = bk
