@@ -13,7 +13,7 @@ vectors at its pre-activations.
   running_update_upper(R, S, rho, c)   exponential running average of a symmetric
                         factor from a raw sum S (c = 1/n), upper triangle only:
                         R[r, s] for s >= r of S's top-left block <- rho R + (1 - rho) c S
-  kfac_A_running(R, H, rho)   R <- rho R + (1 - rho) kfac_A(H) on the upper
+  kfac_A_running(R, H, rho, scale)   R <- rho R + (1 - rho) scale kfac_A(H) on the upper
                         triangle, in one pass over R (the KFAC statistics step)
   symmetric_from_upper(U, out)  out = U's upper triangle mirrored (host, inversions)
 """
@@ -90,15 +90,17 @@ def running_update_upper(R, S, rho, c):
 
 
 @njit(cache=True)
-def kfac_A_running(R, H, rho):
-    """R <- rho R + (1 - rho) A, A = kfac_A(H) (bias last), on R's upper
-    triangle, without forming A: the GEMM H^T H, then one pass over R."""
+def kfac_A_running(R, H, rho, scale=1.0):
+    """R <- rho R + (1 - rho) scale A, A = kfac_A(H) (bias last), on R's upper
+    triangle, without forming A: the GEMM H^T H, then one pass over R. scale:
+    the rows per example of a convolution's patch rows (KFC's sum over
+    positions), 1 for a Linear layer."""
     n, i = H.shape
-    running_update_upper(R, H.T @ H, rho, 1.0 / n)
+    running_update_upper(R, H.T @ H, rho, scale / n)
     mu = col_mean(H)                  # the bias column E h
     for c in range(i):
-        R[c, i] = rho * R[c, i] + (1.0 - rho) * mu[c]
-    R[i, i] = 1.0
+        R[c, i] = rho * R[c, i] + (1.0 - rho) * scale * mu[c]
+    R[i, i] = scale
 
 
 @njit(cache=True)

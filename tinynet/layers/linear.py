@@ -188,6 +188,40 @@ class Linear(Stage):
         dWT, _ = self.split(dx)
         return self.bk.matmul(b, dWT, tb=True)                 # B dW, (n, i)
 
+    # -- UBP's products for the SGD update delta = -lr [vec(H^T B); 1^T B] (optional
+    # hooks of tinynet.optim.ubp; a stage without them gets jvp / hvp_z) ----------
+    def ubp_delta_out(self, ctx, B, delta, lr):
+        """Rows dW h_i + db = H dW^T + db, or in Gram form -lr (H H^T + 1 1^T) B
+        (n^2 (i + o) instead of n i o flops), whichever is cheaper."""
+        bk = self.bk
+        (h,) = ctx
+        n, i = h.shape
+        o = B.shape[1]
+        if n * (i + o) < i * o:
+            Kg = bk.matmul(h, h, tb=True)
+            bk.add_bias(Kg, bk.asarray(np.ones(n), Kg.dtype))
+            dA = bk.matmul(Kg, B)
+            bk.scale(-lr, dA.reshape(-1))
+            return dA
+        dWT, db = self.split(delta)
+        dA = bk.matmul(h, dWT)
+        bk.add_bias(dA, db)
+        return dA
+
+    def ubp_add_signal_delta(self, ctx, B, delta, lr, out):
+        """out += B dW = -lr (B B^T) H (Gram form) or B dW directly."""
+        bk = self.bk
+        (h,) = ctx
+        n, i = h.shape
+        o = B.shape[1]
+        if n * (i + o) < i * o:
+            t = bk.matmul(bk.matmul(B, B, tb=True), h)
+            bk.axpy(-lr, t.reshape(-1), out.reshape(-1))
+        else:
+            t = bk.matmul(B, self.split(delta)[0], tb=True)
+            bk.axpy(1.0, t.reshape(-1), out.reshape(-1))
+        return out
+
     # many directions at once, host numpy: dZ (C, n, i), dX (C, p); used by the
     # dense assembly of tinynet.curvature (column blocks of H, J)
     def _WT_host(self):

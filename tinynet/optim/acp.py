@@ -1,7 +1,9 @@
 """Amortized covariance preconditioner, ACP (thesis 6.3.2, algorithm 4).
 
-Index legend: n batch, i / o a Linear layer's inputs / outputs; H (n, i) its
-input batch, B (n, o) = (1/n) grad_a l_i at its pre-activations, mu the
+Index legend: n batch, i / o a layer's fan-in / fan-out; H (n, i) its input
+rows (tinynet.optim.stats: the batch of a Linear layer, the patch rows of a
+Conv2d, whose C is then the patch covariance times the P positions an
+example's criterion sums over), B (n, o) = (1/n) grad_a l_i at its pre-activations, mu the
 minibatch mean of h, C the input covariance (6.1.1).
 
 Every T updates (amortization, algorithm 4 lines 3-8), per layer, from the
@@ -39,7 +41,7 @@ import numpy as np
 
 from tinynet.optim.base import Optimizer
 from tinynet.optim.stats import (centered_input, damped_inverse, forward_backward_bk,
-                                 input_moments, layer_axpy, other_stages_sgd)
+                                 input_moments, layer_axpy, other_stages_sgd, shares)
 
 
 class ACP(Optimizer):
@@ -66,10 +68,10 @@ class ACP(Optimizer):
         self.alphas = {}
         self._grad = self.bk.zeros(net.n_params, net.dtype)
 
-    def _layer_alpha(self, B):
+    def _layer_alpha(self, B, share=1):
         if self.alpha != "heuristic":
             return float(self.alpha)
-        n = B.shape[0]
+        n = B.shape[0] // share                                    # examples (B has n * share rows)
         return float(np.max((n * B) ** 2)) + self.alpha_floor      # (6.3.2) + (6.5.3.3)
 
     def state_dict(self):
@@ -89,12 +91,14 @@ class ACP(Optimizer):
         net, bk = self.net, self.bk
         loss, ctxs, _, Bs = forward_backward_bk(net, X, Y, self._grad)
         if self.k % self.T == 0:                                    # amortization
+            sh = shares(net)
             for i, (mu, C) in input_moments(net, ctxs).items():
-                self.alphas[i] = self._layer_alpha(np.asarray(bk.to_host(Bs[i])))
-                inv = damped_inverse(C, self.eps / self.alphas[i], net.dtype)
+                self.alphas[i] = self._layer_alpha(np.asarray(bk.to_host(Bs[i])), sh[i])
+                # a convolution's criterion sums its positions: C of the patch rows times share
+                inv = damped_inverse(sh[i] * C, self.eps / self.alphas[i], net.dtype)
                 self.inv_C[i] = bk.asarray(inv)
         for i, B in Bs.items():
-            mu, Hc = centered_input(bk, ctxs[i][0])
+            mu, Hc = centered_input(bk, net.layers[i].kron_rows(ctxs[i]))
             n, o = B.shape
             if self.route == "batch" or (self.route == "auto" and n < o):
                 # inv_C is symmetric: tb=True is the same product on BLAS's faster path

@@ -4,7 +4,8 @@ Index legend: n batch, i / o a Linear layer's inputs / outputs; H (n, i) its
 input batch, B (n, o) = (1/n) grad_a l_i the back-propagated batch-mean gradient
 at its pre-activations, mu the minibatch mean of h.
 
-Per Linear layer (algorithm 3, lines 5-6, the centered part of eq. 6.2.4):
+Per layer with Kronecker rows (Linear; Conv2d with its patch rows, mu their mean
+over examples and positions) (algorithm 3, lines 5-6, the centered part of eq. 6.2.4):
   b <- b - lr 1/n sum_i grad_a l_i             (= - lr sum_rows B; bias as the thesis writes it)
   W <- W - lr 1/n sum_i grad_a l_i (h_i - mu)^T (= - lr B^T (H - 1 mu^T))
 Other stages with parameters get plain SGD.
@@ -24,7 +25,7 @@ class Centered(Optimizer):
         bk = self.bk
         loss, ctxs, _, Bs = forward_backward_bk(self.net, X, Y, self._grad)
         for i, B in Bs.items():
-            _, Hc = centered_input(bk, ctxs[i][0])           # centering (eq. 6.2.4)
+            _, Hc = centered_input(bk, self.net.layers[i].kron_rows(ctxs[i]))           # centering (eq. 6.2.4)
             layer_axpy(self.net, i, -self.lr, bk.matmul(Hc, B, ta=True), bk.col_sum(B))
         other_stages_sgd(self.net, self._grad, self.lr)
         self.k += 1

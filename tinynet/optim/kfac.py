@@ -1,9 +1,13 @@
 """KFAC, Kronecker-factored approximate curvature (thesis 6.4.1, after Martens
 and Grosse 2015), for the Gauss-Newton matrix or the Fisher.
 
-Index legend: n batch, i / o a Linear layer's inputs / outputs; H1 = [H 1]
-(n, i+1) its input batch with the bias column LAST (the flat layout is
-[vec(W); b], J_theta = (h^T 1) ⊗ J_a, thesis 6.2.1), B (n, o) = (1/n) grad_a l_i.
+Index legend: n batch, i / o a layer's fan-in / fan-out; H1 = [H 1] (n, i+1)
+its input rows with the bias column LAST (the flat layout is [vec(W); b],
+J_theta = (h^T 1) ⊗ J_a, thesis 6.2.1), B (n, o) = (1/n) grad_a l_i. The
+layers are the stages with Kronecker rows (tinynet.optim.stats): Linear, and
+Conv2d with its im2col patch rows in place of the batch (n*P rows for P
+output positions) and KFC's factors (Grosse and Martens 2016: A summed over
+positions, G averaged over them); the formulas below hold with n the rows.
 
 Per layer the curvature block is approximated by A ⊗ G (6.4.1, 6.2.2):
   A = E[(h^T 1)^T (h^T 1)] = [E h h^T, E h; E h^T, 1]   ((i+1) x (i+1): W and b
@@ -48,7 +52,7 @@ import numpy as np
 
 from tinynet.optim.base import Optimizer
 from tinynet.optim.stats import (RunningFactors, damped_inverse, forward_backward_bk,
-                                 kfac_sums, other_stages_sgd)
+                                 kfac_sums, other_stages_sgd, shares)
 from tinynet.optim.trust_region import clip_factor, layer_q
 
 
@@ -89,10 +93,11 @@ class KFAC(Optimizer):
         self.running = RunningFactors(rho)
         self.inverses = {}
         self._grad = self.bk.zeros(net.n_params, net.dtype)
+        self._shares = shares(net)
 
     @property
     def factors(self):
-        """{Linear index: (A, G)} running averages (host float64)."""
+        """{Kronecker index: (A, G)} running averages (host float64)."""
         return self.running.value
 
     def state_dict(self):
@@ -138,7 +143,7 @@ class KFAC(Optimizer):
         net, bk = self.net, self.bk
         loss, ctxs, lctx, Bs = forward_backward_bk(net, X, Y, self._grad)
         if self.k % self.stats_every == 0:
-            self.running.update(kfac_sums(net, ctxs, lctx, self.curvature, self.rng, self.exact))
+            self.running.update(kfac_sums(net, ctxs, lctx, self.curvature, self.rng, self.exact), self._shares)
         if self.k % self.T == 0 or not self.inverses:
             for i, (A, G) in self.running.upper.items():          # damped_inverse reads the upper triangles
                 dA, dG = factored_damping(A, G, self.eps)
@@ -149,7 +154,7 @@ class KFAC(Optimizer):
         pending, q = [], 0.0
         for i, B in Bs.items():
             Ainv, Ginv = self.inverses[i]
-            H = ctxs[i][0]
+            H = net.layers[i].kron_rows(ctxs[i])                             # (m, i): batch or patch rows
             if self._route(H.shape[0], H.shape[1], B.shape[1]) == "batch":
                 # the inverses are symmetric, so M = M^T: the transposed-operand
                 # products (tb=True) are the same numbers through BLAS's faster

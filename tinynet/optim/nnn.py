@@ -85,7 +85,7 @@ class NNN(Optimizer):
             self.reproject(ctxs)            # function unchanged: B, loss stay valid
         for i, B in Bs.items():
             st = self.state[i]
-            He = bk.matmul(bk.add_bias(bk.copy(ctxs[i][0]), st["negmu"]), st["U"])   # rows U (h - mu)
+            He = bk.matmul(bk.add_bias(bk.copy(net.layers[i].kron_rows(ctxs[i])), st["negmu"]), st["U"])   # rows U (h - mu)
             bk.axpy(-self.lr, bk.matmul(He, B, ta=True).reshape(-1), st["VT"].reshape(-1))   # grad_V^T
             bk.axpy(-self.lr, bk.col_sum(B), st["d"])
             WT = bk.matmul(st["U"], st["VT"])                      # (V U)^T = U V^T, (i, o)

@@ -3,14 +3,25 @@
 Sequential. Math in tinynet.kernels.stats; this module decides which batch
 matrices feed them.
 
-Index legend: n batch, k network outputs, i / o a Linear layer's inputs / outputs.
-For each Linear stage (by its index in net.layers):
-  H (n, i)   its input batch, read from the forward ctx
-  B (n, o)   a batch of vectors back-propagated to its pre-activations a
+Index legend: n batch, k network outputs, i / o a layer's fan-in / fan-out, m
+rows. The statistics are written once against the stages' Kronecker-rows hook
+(Linear and Conv2d implement it; see tinynet/layers/linear.py): a stage with
+`kron_rows` gives, for the batch of a forward ctx,
+  H (m, i)   its input rows (`kron_rows(ctx)`: the batch for Linear, m = n; the
+             im2col patch rows for Conv2d, m = n * share, share = output positions)
+  B (m, o)   the rows of a signal back-propagated to its output (`kron_signal`),
+such that the stage's gradient is [grad W^T; grad b^T] = [H 1]^T B. Every other
+stage with parameters (batch norm) is trained by plain SGD.
 
-  mean, cov      mu, C of H                                 (thesis 6.1.1)
-  A              1/n sum [h h^T, h; h^T, 1]                 (6.2.2, bias last)
-  G              1/n sum J_a^T D J_a                        (6.2.2)
+  mean, cov      mu, C of the rows of H                     (thesis 6.1.1)
+  A              1/n sum over examples and rows [h h^T, h; h^T, 1]   (6.2.2, bias last)
+  G              1/m sum over rows J_a^T D J_a              (6.2.2)
+For a Linear layer m = n. For a convolution these are the KFC factors of
+Grosse and Martens (2016) ("expand": every position a row): A = Omega sums
+the patch outer products over the positions of an example, G = Gamma
+averages the output-gradient outer products over them (its 1/|T| spatial
+scaling), so A ⊗ G = share x (row-mean A) ⊗ (row-mean G), the Fisher
+block under KFC's spatial homogeneity and uncorrelated derivatives.
     curvature "gn":     D = d2l/df2 = S S^T; rows s_n = S_n eps_n with eps_n
                         standard normal give E[b b^T] = J_a^T D J_a (one backward
                         pass per batch; exact=True instead back-propagates every
@@ -24,29 +35,38 @@ Jacobians; A and C are one (i x n)(n x i) GEMM each.
 import numpy as np
 
 from tinynet.kernels import stats as K
-from tinynet.layers.linear import Linear
 from tinynet.losses.mse import MSELoss
 from tinynet.losses.softmax_ce import SoftmaxCrossEntropyLoss
 
 
-def linear_indices(net):
-    """Indices in net.layers of the Linear stages, in pipeline order."""
-    idx = [i for i, s in enumerate(net.layers) if isinstance(s, Linear)]
+def kron_indices(net):
+    """Indices in net.layers of the stages with Kronecker rows (Linear, Conv2d), in
+    pipeline order."""
+    idx = [i for i, s in enumerate(net.layers) if hasattr(s, "kron_rows")]
     if not idx:
-        raise ValueError("this preconditioner needs at least one Linear stage in the network")
+        raise ValueError("this preconditioner needs at least one stage with Kronecker rows "
+                         "(Linear or Conv2d) in the network")
     return idx
 
 
+linear_indices = kron_indices    # the name from the time only Linear stages had rows
+
+
+def shares(net):
+    """{stage index: rows per example} of the Kronecker stages (1 Linear, Ho*Wo Conv2d)."""
+    return {i: int(net.layers[i].share) for i in kron_indices(net)}
+
+
 def layer_input(net, ctxs, i):
-    """H (n, i) of Linear stage i, host float array."""
-    return np.asarray(net.bk.to_host(ctxs[i][0]))
+    """H (m, i): the Kronecker input rows of stage i, host float array."""
+    return np.asarray(net.bk.to_host(net.layers[i].kron_rows(ctxs[i])))
 
 
 def backward_rows(net, ctxs, b, grad=None):
-    """Reverse pass of the rows b (n, k) at the network output: {Linear index: B}
-    with B (n, o) the vectors reaching that stage's pre-activations (host).
+    """Reverse pass of the rows b (n, k) at the network output: {Kronecker index: B}
+    with B (m, o) the rows of the vectors reaching that stage's output (host).
 
-    Linear stages get grad=None (the preconditioners form their own weight
+    Kronecker stages get grad=None (the preconditioners form their own weight
     updates from B and H); any other stage with parameters writes its plain
     gradient into `grad` (its slice of a flat vector) when `grad` is given."""
     return {i: np.asarray(net.bk.to_host(B)) for i, B in backward_rows_bk(net, ctxs, b, grad).items()}
@@ -104,10 +124,11 @@ def curvature_rows(net, ctxs, lctx, curvature, rng, exact=False):
 
 
 def kfac_sums(net, ctxs, lctx, curvature="gn", rng=None, exact=False):
-    """{Linear index: (H, S_B)} for the batch of ctxs: the layer's input batch H
-    (n, i) and S_B = sum over the curvature row batches of B^T B (o, o),
-    unscaled, so that A = kfac_A(H) and G = S_B / n (thesis 6.2.2). Host
-    arrays in the network's dtype (float64 in the exactness tests)."""
+    """{Kronecker index: (H, S_B)} for the batch of ctxs: the layer's input rows H
+    (m, i) and S_B = sum over the curvature row batches of B^T B (o, o),
+    unscaled, so that A = share * kfac_A(H) and G = S_B / m (thesis 6.2.2; KFC
+    for convolutions, module docstring). Host arrays in the network's dtype
+    (float64 in the exactness tests)."""
     rng = np.random.default_rng(0) if rng is None else rng
     rows = curvature_rows(net, ctxs, lctx, curvature, rng, exact)
     SB = {}
@@ -116,19 +137,21 @@ def kfac_sums(net, ctxs, lctx, curvature="gn", rng=None, exact=False):
         for i, B in Bs.items():
             g = K.gram(np.ascontiguousarray(B))
             SB[i] = g if i not in SB else SB[i] + g
-    return {i: (np.ascontiguousarray(layer_input(net, ctxs, i)), SB[i]) for i in linear_indices(net)}
+    return {i: (np.ascontiguousarray(layer_input(net, ctxs, i)), SB[i]) for i in kron_indices(net)}
 
 
 def kfac_factors(net, ctxs, lctx, curvature="gn", rng=None, exact=False):
-    """{Linear index: (A, G)} for the batch of ctxs (thesis 6.2.2)."""
-    return {i: (K.kfac_A(H), SB / H.shape[0])
+    """{Kronecker index: (A, G)} for the batch of ctxs (thesis 6.2.2; KFC)."""
+    sh = shares(net)
+    return {i: (sh[i] * K.kfac_A(H), SB / H.shape[0])
             for i, (H, SB) in kfac_sums(net, ctxs, lctx, curvature, rng, exact).items()}
 
 
 def input_moments(net, ctxs):
-    """{Linear index: (mu, C)} of each Linear stage's input batch (thesis 6.1.1)."""
+    """{Kronecker index: (mu, C)}: mean and covariance of each stage's input rows
+    (thesis 6.1.1; for a convolution over examples and positions, m rows)."""
     out = {}
-    for i in linear_indices(net):
+    for i in kron_indices(net):
         H = np.ascontiguousarray(layer_input(net, ctxs, i), dtype=np.float64)
         mu = K.col_mean(H)
         out[i] = (mu, K.centered_cov(H, mu))
@@ -153,8 +176,9 @@ class RunningFactors:
         self._R = {}
         self._mirrored = True
 
-    def update(self, sums):
-        """sums: {Linear index: (H, S_B)} from kfac_sums."""
+    def update(self, sums, shares=None):
+        """sums: {Kronecker index: (H, S_B)} from kfac_sums; shares: {index: rows
+        per example} (default 1: Linear layers), A's KFC scaling."""
         for i, (H, SB) in sums.items():
             n, ni = H.shape
             rho = self.rho
@@ -166,7 +190,7 @@ class RunningFactors:
             if H.ndim != 2 or RA.shape[0] != ni + 1 or SB.ndim != 2 or SB.shape != RG.shape:
                 raise ValueError(f"RunningFactors.update: layer {i} got H {H.shape} and S_B {SB.shape}, "
                                  f"the averages are A {RA.shape} and G {RG.shape}; pass kfac_sums' (H, S_B)")
-            K.kfac_A_running(RA, H, rho)
+            K.kfac_A_running(RA, H, rho, float(1 if shares is None else shares[i]))
             K.running_update_upper(RG, SB, rho, 1.0 / n)
         self._mirrored = False
 
@@ -209,13 +233,13 @@ def centered_input(bk, H):
 def backward_rows_bk(net, ctxs, b, grad=None):
     """backward_rows keeping B as backend arrays (the optimizers' hot path)."""
     out = {}
-    lin = set(linear_indices(net))
+    lin = set(kron_indices(net))
     first = min(lin)
     for i in range(len(net.layers) - 1, -1, -1):
         s = net.layers[i]
         a, c = net.offsets[i]
         if i in lin:
-            out[i] = b
+            out[i] = s.kron_signal(ctxs[i], b)
             if i <= first:
                 break
             g = None
@@ -234,11 +258,11 @@ def forward_backward_bk(net, X, Y, grad=None):
 
 
 def layer_axpy(net, i, a, dWT=None, db=None):
-    """theta[W, b of Linear stage i] += a [vec(dW); db] (backend arrays; dWT as
+    """theta[W, b of Kronecker stage i] += a [vec(dW); db] (backend arrays; dWT as
     (i, o) C-ordered, whose flat order is vec(W) column-major)."""
     s = net.layers[i]
     p0, p1 = net.offsets[i]
-    k = s.n_in * s.n_out
+    k = s.fan_in * s.fan_out
     if dWT is not None:
         net.bk.axpy(a, dWT.reshape(-1), net.theta[p0:p0 + k])
     if db is not None:
@@ -246,9 +270,9 @@ def layer_axpy(net, i, a, dWT=None, db=None):
 
 
 def other_stages_sgd(net, grad, lr):
-    """Plain SGD on the parameters of the non-Linear stages (e.g. batch-norm
-    scales), whose gradient backward_rows wrote into `grad`."""
-    lin = set(linear_indices(net))
+    """Plain SGD on the parameters of the stages without Kronecker rows (e.g.
+    batch-norm scales), whose gradient backward_rows wrote into `grad`."""
+    lin = set(kron_indices(net))
     for i, (a, c) in enumerate(net.offsets):
         if c > a and i not in lin:
             net.bk.axpy(-lr, grad[a:c], net.theta[a:c])

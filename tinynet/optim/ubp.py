@@ -65,7 +65,6 @@ UBP is usable there up to lr ~0.02 (default 0.01), where SGD takes 0.3.
 import numpy as np
 
 from tinynet.layers.activation import Activation
-from tinynet.layers.linear import Linear
 from tinynet.losses.mse import MSELoss
 from tinynet.optim.base import Optimizer
 
@@ -96,14 +95,16 @@ class UBP(Optimizer):
         if clip is not None and not clip >= 0:
             raise ValueError(f"UBP: clip bounds ||correction|| / ||signal|| and must be >= 0, got {clip}")
         for s in net.layers:
-            if not isinstance(s, (Linear, Activation)):
-                raise TypeError(f"UBP supports Linear and elementwise activation stages; {s!r} is neither")
+            if s.mixes_batch:
+                raise TypeError(f"UBP: {s!r} mixes the examples of a batch (batch statistics), so the "
+                                f"per-example curvature H_i of thesis 5.2 is not defined through it; "
+                                f"use UBP on a network without batch normalization")
         self.curvature, self.mode = curvature, mode
         self.clip = None if clip is None else float(clip)
         self.max_jacobian_bytes = int(max_jacobian_bytes)
-        self.linear = [t for t, s in enumerate(net.layers) if isinstance(s, Linear)]
+        self.linear = [t for t, s in enumerate(net.layers) if s.n_params > 0]   # the stages UBP updates
         if not self.linear:
-            raise ValueError("UBP: the network has no Linear layer to update")
+            raise ValueError("UBP: the network has no stage with parameters to update")
         self._delta = net.bk.zeros(net.n_params, net.dtype)   # updates, applied after the sweep
         self.last_jacobians, self.last_hessians, self.last_ratios = {}, {}, {}
 
@@ -141,18 +142,21 @@ class UBP(Optimizer):
                         idx = np.arange(g.shape[1])
                         Hs[:, idx, idx] += n * bk.to_host(w2[t])
                 continue
+            if stage.n_params == 0:                  # pooling, Flatten: signal and J through grad_z f
+                B = stage.vjp(ctx, B)
+                J, Hs = _through(stage, ctx, J), _through_both(stage, ctx, Hs)
+                continue
             a, c = net.offsets[t]
-            dWT, db = stage.split(self._delta[a:c])
-            stage.vjp(ctx, B, grad=self._delta[a:c], need_b_in=False)
-            bk.scale(-lam, self._delta[a:c])         # dW^T = -lambda H^T B, db = -lambda 1^T B
+            delta = self._delta[a:c]
+            stage.vjp(ctx, B, grad=delta, need_b_in=False)
+            bk.scale(-lam, delta)                    # the SGD update: -lambda grad_x f B
             if J is not None:
                 self.last_jacobians[t] = J
             if Hs is not None:
                 self.last_hessians[t] = Hs
             if t == bottom:
                 break                                # the input's signal is never used
-            h = ctx[0]
-            dA = self._delta_a(h, B, dWT, db)        # rows dW h_i + db
+            dA = _delta_out(stage, ctx, B, delta, lam)   # rows dW h_i + db (Linear): the output change
             if self.mode == "explicit":
                 C = self._correction_explicit(dA, J, Hs, lctx, n)
             else:
@@ -160,15 +164,9 @@ class UBP(Optimizer):
             C = self._control(t, C, B)
             bk.axpy(1.0, B.reshape(-1), C.reshape(-1))
             Bnext = stage.vjp(ctx, C)                # (B + C) W: plain signal and correction, through W
-            self._add_B_dW(Bnext, h, B, dWT)         # + B dW: the plain signal through the update
+            _add_signal_delta(stage, ctx, B, delta, lam, Bnext)   # + B dW: the plain signal through the update
             B = Bnext
-            W = np.asarray(bk.to_host(stage.WT)).T if self.mode == "explicit" else None
-            if J is not None:                        # J <- J W, pre-update W, as one GEMM
-                J = (J.reshape(-1, W.shape[0]) @ W).reshape(n, -1, W.shape[1])
-            if Hs is not None:                       # H <- W^T H W, as two GEMMs
-                M = (Hs.reshape(-1, W.shape[0]) @ W).reshape(n, W.shape[0], W.shape[1])
-                Hs = (M.transpose(0, 2, 1).reshape(-1, W.shape[0]) @ W).reshape(n, W.shape[1], W.shape[1])
-                Hs = Hs.transpose(0, 2, 1).copy()
+            J, Hs = _through(stage, ctx, J), _through_both(stage, ctx, Hs)   # pre-update grad_z f
 
         bk.axpy(1.0, self._delta, net.theta)
         self.k += 1
@@ -177,34 +175,6 @@ class UBP(Optimizer):
         return loss
 
     # -- pieces ---------------------------------------------------------------------------
-    def _delta_a(self, h, B, dWT, db):
-        """Rows dW h_i + db = -lambda (H H^T + 1 1^T) B (Gram form) or H dW^T + db,
-        whichever costs fewer flops."""
-        bk = self.bk
-        n, i = h.shape
-        o = B.shape[1]
-        if n * (i + o) < i * o:
-            K = bk.matmul(h, h, tb=True)
-            bk.add_bias(K, bk.asarray(np.ones(n), K.dtype))
-            dA = bk.matmul(K, B)
-            bk.scale(-self.lr, dA.reshape(-1))
-            return dA
-        dA = bk.matmul(h, dWT)
-        bk.add_bias(dA, db)
-        return dA
-
-    def _add_B_dW(self, out, h, B, dWT):
-        """out += B dW = -lambda (B B^T) H (Gram form) or B dW directly."""
-        bk = self.bk
-        n, i = h.shape
-        o = B.shape[1]
-        if n * (i + o) < i * o:
-            t = bk.matmul(bk.matmul(B, B, tb=True), h)
-            bk.axpy(-self.lr, t.reshape(-1), out.reshape(-1))
-        else:
-            t = bk.matmul(B, dWT, tb=True)
-            bk.axpy(1.0, t.reshape(-1), out.reshape(-1))
-
     def _loss_dvp(self, lctx, V, scale):
         """scale * rows D_i V_i, on the backend (MSE: D = 2I without a host trip)."""
         bk, loss = self.bk, self.net.loss_stage
@@ -269,14 +239,14 @@ class UBP(Optimizer):
         one being formed."""
         isz = self.net.dtype.itemsize
         k = self.net.n_out
-        ls = [self.net.layers[t] for t in self.linear]
+        sz = self.net.sizes                          # features entering / leaving each stage
         if self.curvature == "gn":
-            stored = sum(n * k * s.n_out for s in ls)
-            transient = max(n * k * s.n_in for s in ls)
+            stored = sum(n * k * sz[t + 1] for t in self.linear)
+            transient = max(n * k * d for d in sz)
             what = f"per-example Jacobians (n x {k} x width)"
         else:
-            stored = sum(n * s.n_out ** 2 for s in ls)
-            transient = max(n * max(s.n_in, s.n_out) ** 2 for s in ls)
+            stored = sum(n * sz[t + 1] ** 2 for t in self.linear)
+            transient = max(n * d ** 2 for d in sz)
             what = "per-example Hessians (n x width x width)"
         need = (stored + transient) * isz
         if need > self.max_jacobian_bytes:
@@ -285,6 +255,46 @@ class UBP(Optimizer):
                 f"more than max_jacobian_bytes = {self.max_jacobian_bytes / 2**20:.1f} MiB; "
                 f"use mode='matrix_free' (same update, no Jacobians), a smaller batch, "
                 f"or raise max_jacobian_bytes")
+
+
+def _through(stage, ctx, J):
+    """J <- J grad_z f per example, (n, k, out) -> (n, k, in), by the stage's
+    vjp_many with the k rows of J as directions (one GEMM for Linear)."""
+    if J is None:
+        return None
+    dZ, _ = stage.vjp_many(ctx, np.ascontiguousarray(J.transpose(1, 0, 2)))
+    return np.ascontiguousarray(dZ.transpose(1, 0, 2)).astype(J.dtype, copy=False)
+
+
+def _through_both(stage, ctx, Hs):
+    """H <- grad_z f^T H grad_z f per example, (n, out, out) -> (n, in, in)
+    (the second-order terms of the stage are added by the caller where they
+    exist: activations; Linear, Conv2d and pooling have none on this path)."""
+    if Hs is None:
+        return None
+    M = _through(stage, ctx, Hs)                     # H grad_z f, (n, out, in)
+    return np.ascontiguousarray(_through(stage, ctx, np.ascontiguousarray(M.transpose(0, 2, 1))).transpose(0, 2, 1))
+
+
+def _delta_out(stage, ctx, B, delta, lr):
+    """The change of the stage's output for the parameter change delta = -lr grad
+    (grad from the signal B): grad_x f delta = jvp(ctx, None, delta), or the
+    stage's own cheaper form of it (Linear's Gram product, `ubp_delta_out`)."""
+    own = getattr(stage, "ubp_delta_out", None)
+    return own(ctx, B, delta, lr) if own is not None else stage.jvp(ctx, None, delta)
+
+
+def _add_signal_delta(stage, ctx, B, delta, lr, out):
+    """out += (d/dx of grad_z f^T B) delta: the plain signal through the change
+    (B dW for Linear), the stage's hvp_z, or its own cheaper form
+    (`ubp_add_signal_delta`)."""
+    own = getattr(stage, "ubp_add_signal_delta", None)
+    if own is not None:
+        return own(ctx, B, delta, lr, out)
+    u = stage.hvp_z(ctx, B, None, delta)
+    if u is not None:
+        stage.bk.axpy(1.0, u.reshape(-1), out.reshape(-1))
+    return out
 
 
 def _alias(name, value, default, cli_value):
