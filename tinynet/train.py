@@ -365,7 +365,9 @@ def train(net, optimizer, data, config=None, **overrides):
     test = data.get("test")
     n = Xtr.shape[0]
     if Xtr.ndim != 2 or Xtr.shape[1] != net.n_in:
-        raise ValueError(f"training inputs must have shape (n, {net.n_in}), got {Xtr.shape}")
+        raise ValueError(f"training inputs must have shape (n, {net.n_in}) (examples of shape "
+                         f"{net.input_shape} flattened C-major), got {Xtr.shape}: the data does not "
+                         f"match the model's input_shape")
     if Ytr.shape[0] != n:
         raise ValueError(f"{n} training inputs but {Ytr.shape[0]} targets")
     if cfg.batch_size > n:

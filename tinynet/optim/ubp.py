@@ -1,17 +1,28 @@
 """Updated backpropagation, UBP (thesis chapter 5, algorithm 2).
 
 Index legend: n batch, k network outputs, o / i out- / in-features of the
-Linear layer being visited, l its index; h = h_{l-1} (n, i) its input, a = a_l
+stage with parameters being visited (a Linear layer in the thesis; any stage
+with parameters here, e.g. Conv2d), l its index; h = h_{l-1} (n, i) its input, a = a_l
 (n, o) its output (pre-activation); J_i = d f / d a_l (k, o) per example;
 D_i = d^2 l_i / d f^2 (k, k); lambda = lr.
 
-Backpropagation visits the Linear layers from the top down. UBP applies each
+Backpropagation visits the stages with parameters from the top down. UBP applies each
 layer's update *before* the signal passes through it, and corrects the signal
 to first order for that update (thesis 5.2):
 
   db = -(lambda/n) sum_i da_i ;  dW = -(lambda/n) sum_i da_i h_i^T    (alg. 2, lines 11-12)
   dh_i <- (W + dW)^T da_i + W^T H_i (dW h_i + db)                       (alg. 2, line 14)
   J_i <- J_i W   (W before its update)                                  (alg. 2, line 15)
+
+For any stage f_l(h; x) the same three lines read: dx = -lambda grad_x f B
+(the SGD update), the output change dA = grad_x f dx (the stage's jvp:
+dW h_i + db for Linear, the convolution of the patches with dW plus db for
+Conv2d), and the signal below
+  grad_z f(x + dx)^T da + grad_z f^T H dA
+  = grad_z f^T (da + H dA) + (d/dx grad_z f^T da) dx     (vjp, then hvp_z: B dW for Linear)
+to first order. Parameter-free stages (activations, pooling, Flatten) pass
+the signal and J through grad_z f. Stages that mix the examples of a batch
+(batch norm in training) are refused: H_i is per example.
 
 H_i = d^2 l_i / d a_l^2, either its Gauss-Newton form J_i^T D_i J_i
 (`curvature="gn"`, the thesis's choice, 5.2) or the exact second derivative
