@@ -140,3 +140,14 @@ def test_hvp_and_matrices_check_their_inputs():
         cv.hvp(net, X[:, :2], Y, np.zeros(net.n_params))
     with pytest.raises(ValueError, match="one input"):
         cv.matrices(net, X[:2], Y[:2])
+
+
+@pytest.mark.parametrize("what", ["hessian", "gauss_newton", "hvp"])
+def test_batch_statistics_stage_is_refused_clearly(what):
+    import tinynet as tn
+    net = tn.Sequential([tn.Linear(3, 4), tn.BatchNorm(4), tn.Tanh(), tn.Linear(4, 2)], tn.MSELoss(),
+                        dtype=np.float64)
+    X, Y = np.ones((4, 3)) * np.arange(4)[:, None], np.zeros((4, 2))
+    args = (net, X, Y) + ((np.ones(net.n_params),) if what == "hvp" else ())
+    with pytest.raises(NotImplementedError, match=r"stage 1 \(BatchNorm\(4\)\).*mixes the examples"):
+        getattr(cv, what)(*args)

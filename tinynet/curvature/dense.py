@@ -24,7 +24,9 @@ w.r.t. the parameters; D_i (k, k) a per-example middle matrix.
 import numpy as np
 
 from tinynet.curvature.guard import check_dense
-from tinynet.curvature.passes import backward_vectors, check_batch, first_param_stage, linearize
+from tinynet.curvature.passes import backward_vectors, check_batch, first_param_stage, linearize, require
+
+_MANY = ("jvp_many", "vjp_many", "hvp_x_many", "hvp_z_many")
 
 FISHER_KINDS = ("exact", "mc", "empirical")
 _BLOCK_BYTES = 64 * 2**20        # work arrays of one column block
@@ -73,6 +75,7 @@ def hessian(net, X, Y, max_bytes=None):
     products.hvp with C directions (stages' `*_many` methods). Refuses networks
     above the dense size limit (guard.check_dense)."""
     X, Y = check_batch(net, X, Y, "hessian")
+    require(net, _MANY, "hessian")
     check_dense(net, max_bytes, what="the dense Hessian")
     layers, P = net.layers, net.n_params
     ctxs, lctx, _ = linearize(net, X, Y)
@@ -103,6 +106,7 @@ def output_jacobian(net, X, max_bytes=None):
     """J (n, k, P), host float64: J[i] = d f(x_i) / d theta, by forward
     substitution (N^{-1} D_x↘) with C directions at once."""
     X, _ = check_batch(net, X, None, "output_jacobian")
+    require(net, ("jvp_many",), "output_jacobian (gauss_newton, fisher, outer_product)")
     n, P = _n(X), net.n_params
     check_dense(net, max_bytes, nbytes=8 * n * net.n_out * P + 8 * P * P, what="the output Jacobian")
     F, ctxs = net.forward_ctx(X)

@@ -19,6 +19,20 @@ def check_batch(net, X, Y, who):
     return X, Y
 
 
+def require(net, methods, who):
+    """A clear error when a stage lacks the contract methods `methods` that `who`
+    is written against (batch-statistics stages have no per-example second-order
+    pieces: their output rows depend on the whole batch)."""
+    for i, s in enumerate(net.layers):
+        missing = [m for m in methods if not hasattr(s, m)]
+        if missing:
+            why = (" (it mixes the examples of a batch through its batch statistics, so it has no "
+                   "per-example pieces)" if s.mixes_batch else "")
+            raise NotImplementedError(
+                f"{who}: stage {i} ({s!r}) does not provide {', '.join(missing)}{why}; "
+                f"the matrix-free gvp / fvp work through it, or build the network without it")
+
+
 def linearize(net, X, Y):
     """Forward pass through the stages and the loss: (ctxs, loss ctx, loss value)."""
     F, ctxs = net.forward_ctx(X)

@@ -28,7 +28,7 @@ The Fisher product is the same with D(f) of the predictive distribution
 """
 import numpy as np
 
-from tinynet.curvature.passes import check_batch, first_param_stage, linearize
+from tinynet.curvature.passes import check_batch, first_param_stage, linearize, require
 
 
 def _direction(net, v, who):
@@ -56,6 +56,7 @@ def hvp(net, X, Y, v):
     vector (P,): seed 001's formula with N^{-1} a forward and M^{-1} a backward
     substitution (module docstring). v: host or backend (P,)."""
     X, Y = check_batch(net, X, Y, "hvp")
+    require(net, ("hvp_x", "hvp_z"), "hvp")
     v = _direction(net, v, "hvp")
     bk, layers = net.bk, net.layers
     ctxs, lctx, _ = linearize(net, X, Y)
