@@ -5,6 +5,7 @@
   tinynet inspect --model tiny-mlp --matrix H --batch 16 --out H.npz
   tinynet inspect --model mlp:3-2-2:tanh --matrix D_zz --out -          (text to stdout)
   tinynet inspect --model tiny-mlp --check
+  tinynet inspect --model tiny-cnn --matrix G --batch 8 --out G.png   (a 216-parameter CNN)
 
 Matrices: seed 001's M, N, D_x, D_x_shift, D_b, B_b, D_xx, D_xz, D_zx, D_zz, T1-T4
 and H for one example (tinynet.curvature.matrices); H, G (Gauss-Newton) and F
@@ -13,8 +14,13 @@ and H for one example (tinynet.curvature.matrices); H, G (Gauss-Newton) and F
 (e.g. mlp:3-2-2:tanh:mse) for a small MLP: with 49 or 784 inputs it reads
 MNIST (7x7 pooled / full), with any other input size seeded random data.
 The network is built in float64 at its initialization (--seed).
+Block labels name the stages by kind and rank (conv1, pool1, fc1, ...): the
+parameter blocks of H, G, F as "conv1 W", "conv1 b"; seed 001's blocks as
+"x1 conv1", "z3 pool1". --check's torch reference mirrors Linear, Conv2d,
+MaxPool2d, AvgPool2d, Flatten and the activations from their definitions.
 """
 import os
+import re
 
 import click
 import numpy as np
@@ -78,13 +84,57 @@ def load(net, dataset, split, data_dir, start, count, seed):
     return np.asarray(X[start:start + count], dtype=np.float64), np.asarray(Y[start:start + count])
 
 
+def stage_names(net):
+    """Names of the stages f_1 .. f_L, the loss last: each stage by its kind and
+    its rank among the stages of that kind (conv1, pool1, conv2, fc1, bn1,
+    relu1, ...; seed 001's stage index l is the position in this list, from 1)."""
+    from tinynet.layers import AvgPool2d, BatchNorm, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, \
+        MeanOnlyBatchNorm
+    from tinynet.layers.activation import Activation
+    kinds = {Conv2d: "conv", Linear: "fc", MaxPool2d: "pool", AvgPool2d: "pool", BatchNorm: "bn",
+             MeanOnlyBatchNorm: "bn", BatchNorm2d: "bn2d", Flatten: "flatten"}
+    seen, names = {}, []
+    for s in net.layers:
+        kind = kinds.get(type(s)) or (s.kind if isinstance(s, Activation) else type(s).__name__.lower())
+        seen[kind] = seen.get(kind, 0) + 1
+        names.append(f"{kind}{seen[kind]}")
+    return names + ["loss"]
+
+
 def stage_labels(net):
-    """Block sizes and labels of the flat parameter vector."""
+    """Block sizes and labels of the flat parameter vector: for each stage with
+    parameters its W and b blocks (Linear, Conv2d: "conv1 W", "conv1 b"; the
+    [vec(W); b] layout of DESIGN.md), or one block named by the stage ("bn1")."""
+    names = stage_names(net)
     sizes, labels = [], []
     for i, s in net.slices():
-        sizes.append(s.stop - s.start)
-        labels.append(f"x{i + 1} {net.layers[i]!r}")
+        stage, n = net.layers[i], s.stop - s.start
+        if hasattr(stage, "split") and hasattr(stage, "W"):
+            nw = stage.split(np.zeros(n))[0].size
+            sizes += [nw, n - nw]
+            labels += [f"{names[i]} W", f"{names[i]} b"]
+        else:
+            sizes.append(n)
+            labels.append(names[i])
     return sizes, labels
+
+
+_SEED_LABEL = re.compile(r"^(x|z|dz)(\d+)$|f(\d+)$")
+
+
+def name_seed_labels(net, labels):
+    """Seed 001's block labels with the stage names: x_l, z_l, and the f_l of
+    the vec(d grad f_l) blocks name stage l (1-based, the loss last); dz_l is the
+    output of stage l (dz0: the input)."""
+    names = ["input"] + stage_names(net)
+
+    def one(label):
+        m = _SEED_LABEL.search(label)
+        if m is None:
+            return label
+        l = int(m.group(2) if m.group(2) is not None else m.group(3))
+        return f"{label} {names[l]}" if 0 <= l < len(names) else label
+    return [one(label) for label in labels]
 
 
 def compute(net, name, X, Y, fisher_kind, seed):
@@ -100,6 +150,7 @@ def compute(net, name, X, Y, fisher_kind, seed):
         return A, sizes, sizes, labels, labels, BATCH_MATRICES[name] + f", batch of {X.shape[0]}"
     m = cv.matrices(net, X[0], Y[0])
     rows, cols, rl, cl = m.blocks(name)
+    rl, cl = name_seed_labels(net, rl), name_seed_labels(net, cl)
     return getattr(m, name) if not name.startswith("T") else m.terms[int(name[1]) - 1], \
         rows, cols, rl, cl, cv.NAMES[name]
 
@@ -167,23 +218,45 @@ def fd_hessian(net, X, Y, eps=1e-5):
 
 
 def torch_hessian(net, X, Y):
-    """torch.func.hessian of a torch mirror of the net (None without torch)."""
+    """torch.func.hessian of a torch mirror of the net, written from the stages'
+    definitions and DESIGN.md's layouts, not from tinynet's code (None without
+    torch). Image stages reshape the C-major rows to (n, C, H, W) with
+    net.shapes and call torch.nn.functional: conv2d with weight
+    W.reshape(O, C, kh, kw) (W = vec^-1 column-major of the stage's slice),
+    max_pool2d / avg_pool2d (stride defaults to the kernel, no padding)."""
     try:
         import torch
+        import torch.nn.functional as tF
     except ImportError:
         return None
-    from tinynet.layers import Identity, Linear, ReLU, Sigmoid, Tanh
-    from tinynet.losses import BCELoss, MSELoss
+    from tinynet.layers import AvgPool2d, Conv2d, Flatten, Identity, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
+    from tinynet.losses import BCELoss, MSELoss, SoftmaxCrossEntropyLoss
     acts = {Sigmoid: torch.sigmoid, Tanh: torch.tanh, ReLU: torch.relu, Identity: lambda z: z}
+    pools = {MaxPool2d: tF.max_pool2d, AvgPool2d: tF.avg_pool2d}
+    for s in list(net.layers) + [net.loss_stage]:
+        if not isinstance(s, (Linear, Conv2d, Flatten, MSELoss, BCELoss, SoftmaxCrossEntropyLoss)) \
+                and type(s) not in acts and type(s) not in pools:
+            raise NotImplementedError(f"no torch mirror for {s!r}")
     Xt = torch.tensor(X, dtype=torch.float64)
     Yt = torch.tensor(net.loss_stage.prepare_targets(Y, net.n_out, np.float64))
 
     def f(theta):
         h = Xt
-        for s, (a, b) in zip(net.layers, net.offsets):
+        for l, (s, (a, b)) in enumerate(zip(net.layers, net.offsets)):
             if isinstance(s, Linear):
                 k = s.n_in * s.n_out
                 h = h @ theta[a:a + k].reshape(s.n_in, s.n_out) + theta[a + k:b]
+            elif isinstance(s, Conv2d):
+                C, H, W = net.shapes[l]
+                O, K = s.out_channels, C * s.kh * s.kw
+                weight = theta[a:a + K * O].reshape(K, O).T.reshape(O, C, s.kh, s.kw)
+                h = tF.conv2d(h.reshape(-1, C, H, W), weight, theta[a + K * O:b],
+                              stride=(s.sh, s.sw), padding=(s.ph, s.pw)).reshape(h.shape[0], -1)
+            elif type(s) in pools:
+                h = pools[type(s)](h.reshape((-1,) + tuple(net.shapes[l])), (s.kh, s.kw),
+                                   (s.sh, s.sw)).reshape(h.shape[0], -1)
+            elif isinstance(s, Flatten):
+                pass                                    # rows are already C-major flat
             else:
                 h = acts[type(s)](h)
         if isinstance(net.loss_stage, MSELoss):
@@ -243,16 +316,28 @@ def inspect(model, matrix, example, batch, split, data_dir, seed, fisher_kind, o
             Hf = fd_hessian(net, X, Y)
             d = np.abs(H - Hf).max()
             click.echo(f"finite differences (central, eps 1e-5): max |H - H_fd| = {d:.3e} (relative {d / scale:.1e})")
-            Ht = torch_hessian(net, X, Y)
-            if Ht is None:
-                click.echo("torch autograd: torch is not installed, skipped")
+            try:
+                Ht = torch_hessian(net, X, Y)
+            except NotImplementedError as e:
+                click.echo(f"torch autograd: {e}, skipped")
             else:
-                d = np.abs(H - Ht).max()
-                click.echo(f"torch.func.hessian: max |H - H_torch| = {d:.3e} (relative {d / scale:.1e})")
+                _report_torch(H, Ht, scale)
             return
         A, rows, cols, rl, cl, meaning = compute(net, matrix, X, Y, fisher_kind, seed)
     except cv.DenseTooLarge as e:
         raise click.ClickException(f"{model}: {e}")
+    _show(A, rows, cols, rl, cl, matrix, meaning, model, example, batch, out)
+
+
+def _report_torch(H, Ht, scale):
+    if Ht is None:
+        click.echo("torch autograd: torch is not installed, skipped")
+    else:
+        d = np.abs(H - Ht).max()
+        click.echo(f"torch.func.hessian: max |H - H_torch| = {d:.3e} (relative {d / scale:.1e})")
+
+
+def _show(A, rows, cols, rl, cl, matrix, meaning, model, example, batch, out):
     title = f"{matrix} {A.shape[0]}x{A.shape[1]} ({model}, example {example}" + \
             (f"..{example + batch - 1})" if batch > 1 and matrix in ("H", "G", "F") else ")") + f"\n{meaning}"
     if out is None:

@@ -2,7 +2,10 @@
 tinynet.train.train.
 
 Options come in two groups:
-- RUN_OPTIONS: every run (model, data, stop criteria, evaluation, output);
+- RUN_OPTIONS: every run (model, data, stop criteria, evaluation, output),
+  with the models' architecture options (--batchnorm, --pool, --second-pool),
+  each accepted only by the models whose tinynet.models.MODEL_OPTIONS name it
+  and recorded, defaults included, as "model_options" in config.json's meta;
 - METHOD_OPTIONS: hyperparameters of particular optimizers, one marked section
   per method. Each is passed to tinynet.optim.build_optimizer only when the
   user sets it, and an option the chosen optimizer does not take is an error.
@@ -21,7 +24,7 @@ import numpy as np
 from click.core import ParameterSource
 
 from tinynet.data import DataError, load_dataset
-from tinynet.models import DATASET, MODELS, build_model
+from tinynet.models import DATASET, MODEL_OPTIONS, MODELS, build_model, model_options
 from tinynet.optim import OPTIMIZERS, SCHEDULES, build_optimizer
 from tinynet.train import RunExistsError, TrainConfig
 from tinynet.train import train as run_training
@@ -60,8 +63,16 @@ RUN_OPTIONS = [
     click.option("--quiet", "-q", is_flag=True, help="no progress line"),
     # issue 6: batch-norm baselines of thesis figures 6.1-6.3
     click.option("--batchnorm", type=click.Choice(["full", "mean-only"]), default=None,
-                 help="batch-norm stage after each hidden Linear layer of the named model"),
+                 help="batch-norm stage after each hidden Linear layer of the named model "
+                      "(cifar-cnn: full only, BatchNorm2d after each convolution too)"),
+    # issue 11: the architecture choices of the CNNs (tinynet.models.MODEL_OPTIONS)
+    click.option("--pool", type=click.Choice(["max", "avg"]), default=None,
+                 help="[cifar-cnn, tiny-cnn] kind of the 2x2 pooling stages (default max)"),
+    click.option("--second-pool/--no-second-pool", default=None,
+                 help="[cifar-cnn] a second 2x2 pooling after C16 (400 features into F84, as LeNet-5) "
+                      "instead of the slides' single one (1600; the default)"),
 ]
+MODEL_OPTION_FLAGS = {"batchnorm": "--batchnorm", "pool": "--pool", "second_pool": "--second-pool"}
 
 METHOD_OPTIONS = [
     # ---- SGD (seed 003: momentum, Nesterov, stepsize schedules) ---------------------------
@@ -141,6 +152,38 @@ def _option_names(options):
 METHOD_OPTION_NAMES = _option_names(METHOD_OPTIONS)
 
 
+def _model_options(model, given):
+    """The architecture options of `model` (tinynet.models.model_options, defaults
+    filled in) after checking the ones the user set: issue 6's --batchnorm and
+    issue 11's --pool / --second-pool are accepted only by the models of
+    MODEL_OPTIONS that take them."""
+    for k in given:
+        if k not in MODEL_OPTIONS[model]:
+            takes = ", ".join(MODEL_OPTION_FLAGS[o] for o in MODEL_OPTIONS[model]) or "none"
+            raise click.UsageError(f"{MODEL_OPTION_FLAGS[k]}: model {model} takes no such option "
+                                   f"(its architecture options: {takes})")
+    try:
+        return model_options(model, **given)
+    except ValueError as e:
+        raise click.UsageError(str(e))
+
+
+def _older_run_with_defaults(out, resume, model, model_opts):
+    """True when resuming a run folder written before model options were recorded
+    (its config.json has no meta.model_options) with the model's defaults: then
+    the key is left out, so that the resume check compares like with like."""
+    import json
+    path = os.path.join(out, "config.json")
+    if not resume or not os.path.exists(path):
+        return False
+    try:
+        with open(path) as f:
+            old = json.load(f).get("meta", {})
+    except (OSError, ValueError):
+        return False          # the trainer reports an unreadable config itself
+    return "model_options" not in old and model_opts == model_options(model)
+
+
 @click.command("train")
 @_apply(RUN_OPTIONS)
 @_apply(METHOD_OPTIONS)
@@ -159,6 +202,8 @@ def train(ctx, **kw):
                 if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
 
     dataset = DATASET[model]
+    given = {k: kw[k] for k in MODEL_OPTION_FLAGS if kw[k] is not None}
+    model_opts = _model_options(model, given)          # before reading any data
     try:
         data = {"train": load_dataset(dataset, "train", kw["data_dir"]),
                 "test": load_dataset(dataset, "test", kw["data_dir"])}
@@ -166,8 +211,7 @@ def train(ctx, **kw):
         raise click.ClickException(str(e))
 
     dtype = np.dtype(kw["dtype"]).type
-    bn = {"batchnorm": kw["batchnorm"]} if kw["batchnorm"] else {}      # issue 6
-    net = build_model(model, dtype=dtype, seed=kw["seed"], device=kw["device"], **bn)
+    net = build_model(model, dtype=dtype, seed=kw["seed"], device=kw["device"], **given)
     try:
         opt = build_optimizer(opt_name, net, kw["lr"], defaults={"seed": kw["seed"]}, **explicit)
     except (ValueError, TypeError) as e:
@@ -179,13 +223,16 @@ def train(ctx, **kw):
     out = kw["out"] or os.path.join("runs", f"{model}-{opt_name}-{time.strftime('%Y%m%d-%H%M%S')}")
     meta = dict(model=model, dataset=dataset, optimizer=opt_name, lr=opt.lr, dtype=kw["dtype"],
                 options={k: v for k, v in explicit.items()})
+    if model_opts and not _older_run_with_defaults(out, kw["resume"], model, model_opts):
+        meta["model_options"] = model_opts   # the architecture, defaults included (resume checks it)
     cfg = TrainConfig(batch_size=kw["batch_size"], steps=steps, epochs=kw["epochs"],
                       time_budget=kw["time_budget"], eval_every=kw["eval_every"],
                       eval_subset=kw["eval_subset"], seed=kw["seed"], out=out, resume=kw["resume"],
                       overwrite=kw["overwrite"], divergence_factor=kw["divergence_factor"],
                       progress=not kw["quiet"], meta=meta)
     n_train, n_test = data["train"][0].shape[0], data["test"][0].shape[0]
-    click.echo(f"{model} ({net.n_params:,} parameters, {kw['dtype']}, {net.device}) on {dataset}: "
+    arch = "".join(f", {k}={v}" for k, v in model_opts.items() if v is not None and v is not False)
+    click.echo(f"{model} ({net.n_params:,} parameters{arch}, {kw['dtype']}, {net.device}) on {dataset}: "
                f"{n_train:,} train / {n_test:,} test; {opt_name} lr={opt.lr:g}"
                + "".join(f" {k}={v}" for k, v in explicit.items()) + f"; run directory {out}", err=True)
     try:

@@ -23,6 +23,7 @@ if numba.config.ENABLE_CUDASIM:
 from numba import boolean, cuda, float32, float64  # noqa: E402
 
 from tinynet.kernels import activations as act  # noqa: E402
+from tinynet.kernels import conv as cv  # noqa: E402
 from tinynet.kernels import linalg as la  # noqa: E402
 from tinynet.kernels import losses as ls  # noqa: E402
 from tinynet.kernels import optim as op  # noqa: E402
@@ -60,6 +61,31 @@ for _f in ("sigmoid", "tanh", "relu"):
         (f"{_f}_d2", getattr(act, f"{_f}_d2_cuda"), (M, M), True),
     ]
 
+# ---- image stages (issue 11): conv; pooling and BatchNorm2d add their sections below
+I = numba.int64
+GEOM = (I,) * 11      # C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo
+CASES += [
+    ("im2col", cv.im2col_cuda, (M, M) + GEOM, True),
+    ("col2im", cv.col2im_cuda, (M, M) + GEOM, True),
+    ("rows_to_chw", cv.rows_to_chw_cuda, (M, M, I), True),
+    ("chw_to_rows", cv.chw_to_rows_cuda, (M, M, I), True),
+    ("conv_fwd", cv.conv_fwd_cuda, (M, M, V, M) + GEOM, True),
+    ("conv_wgrad", cv.conv_wgrad_cuda, (M, M, M, V) + GEOM, True),
+    ("conv_igrad", cv.conv_igrad_cuda, (M, M, M) + GEOM, True),
+]
+KERNEL_MODULES = [la, act, ls, op, cv]
+# BatchNorm2d
+from tinynet.kernels import batchnorm2d as bn2  # noqa: E402
+CASES += [
+    ("channel_stats", bn2.channel_stats_cuda, (M, V, V, V, S, I), True),
+    ("bn_forward", bn2.bn_forward_cuda, (M, V, V, V, V, M, M, I), True),
+    ("channel_sums", bn2.channel_sums_cuda, (M, M, V, V, I), True),
+    ("bn_center_scale", bn2.bn_center_scale_cuda, (M, M, V, V, V, V, M, S, I), True),
+    ("bn_affine", bn2.bn_affine_cuda, (M, V, V, M, I, boolean), True),
+]
+KERNEL_MODULES += [bn2]
+# ---- end of the image-stage sections
+
 _F64_OP = re.compile(r"^\s*[a-z][\w.]*\.f64\b", re.M)   # an instruction on f64 operands
 
 
@@ -89,7 +115,7 @@ def test_compiles_to_ptx_sm80(kernel, sig, f32_only):
 def test_every_cuda_kernel_is_checked():
     """A new @cuda.jit kernel in tinynet.kernels must be added to CASES."""
     names = {c[1].__name__ if hasattr(c[1], "__name__") else c[1].py_func.__name__ for c in CASES}
-    for mod in (la, act, ls, op):
+    for mod in KERNEL_MODULES:
         for name in dir(mod):
             if name.endswith("_cuda"):
                 assert name in names, f"{mod.__name__}.{name} has no compile check"

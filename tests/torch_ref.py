@@ -5,11 +5,16 @@ of the flat parameter vector written from the DESIGN.md conventions (vec(W)
 column-major then b; MSE without 1/2; mean over the batch), not from tinynet's
 code. `torch_output_fn(net, X)` returns theta -> network output (n, k).
 Use them with torch.func.hessian / jacrev / autograd.
+Image stages (Conv2d, Flatten, MaxPool2d, AvgPool2d) reshape the rows to
+(n, C, H, W) with net.shapes[l] and call torch.nn.functional (conv2d with
+weight = W.reshape(O, C, kh, kw), max_pool2d, avg_pool2d).
 """
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from tinynet.layers import Identity, Linear, ReLU, Sigmoid, Tanh
+import tinynet.layers as _layers
+from tinynet.layers import Conv2d, Flatten, Identity, Linear, ReLU, Sigmoid, Tanh
 from tinynet.losses import BCELoss, MSELoss, SoftmaxCrossEntropyLoss
 
 torch.set_default_dtype(torch.float64)
@@ -22,17 +27,53 @@ def torch_output_fn(net, X):
 
     def f(theta):
         h = X
-        for s, (a, b) in zip(net.layers, net.offsets):
+        for l, (s, (a, b)) in enumerate(zip(net.layers, net.offsets)):
             if isinstance(s, Linear):
                 k = s.n_in * s.n_out
                 W = theta[a:a + k].reshape(s.n_in, s.n_out).T   # column-major vec(W)
                 h = h @ W.T + theta[a + k:b]
             elif type(s) in _ACT:
                 h = _ACT[type(s)](h)
+            elif isinstance(s, Flatten):
+                pass                                            # rows are already C-major flat
+            elif isinstance(s, Conv2d):
+                h = _conv2d(s, theta[a:b], h, net.shapes[l])
+            elif _POOL.get(type(s)) is not None:
+                h = _pool(s, _POOL[type(s)], h, net.shapes[l])
             else:
                 raise NotImplementedError(f"no torch mirror for {s!r}")
         return h
     return f
+
+
+# -- image stages (DESIGN.md, "Images"): rows <-> (n, C, H, W) with net.shapes[l] --------
+def _pair(v):
+    return tuple(int(t) for t in v) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def _conv2d(s, x, h, in_shape):
+    """torch's conv2d with weight = W.reshape(O, C, kh, kw), W (O, C*kh*kw) stored
+    column-major in x, then b; output back to C-major rows."""
+    O, (C, H, Wd) = s.out_channels, in_shape
+    k = O * C * s.kh * s.kw
+    W = x[:k].reshape(C * s.kh * s.kw, O).T            # column-major vec(W)
+    out = F.conv2d(h.reshape(-1, C, H, Wd), W.reshape(O, C, s.kh, s.kw), x[k:],
+                   stride=(s.sh, s.sw), padding=(s.ph, s.pw))
+    return out.reshape(h.shape[0], -1)
+
+
+def _pool(s, fn, h, in_shape):
+    """max_pool2d / avg_pool2d with the stage's constructor arguments
+    (kernel_size, stride=None: torch's default, the kernel size; no padding)."""
+    kernel = _pair(s.kernel_size)
+    stride = kernel if s.stride is None else _pair(s.stride)
+    out = fn(h.reshape((-1,) + tuple(in_shape)), kernel, stride)
+    return out.reshape(h.shape[0], -1)
+
+
+# the pooling stages are looked up by name, so this mirror imports before they exist
+_POOL = {getattr(_layers, name): fn for name, fn in
+         (("MaxPool2d", F.max_pool2d), ("AvgPool2d", F.avg_pool2d)) if hasattr(_layers, name)}
 
 
 def torch_loss_of_output(loss, Y, k):

@@ -17,11 +17,16 @@ Per batch (tinynet.kernels.conv):
 so grad_x f and grad_z f are Linear's with the patch rows as inputs:
   grad W^T = U^T B_r,  grad b = 1^T B_r  (B_r = rows(b_out): the signal at each position)
   b_in = col2im(B_r W)                    (col2im = im2col^T)
+The stage computes the same sums without forming U or R: the kernels
+conv_fwd (out), conv_wgrad (grad W^T, grad b) and conv_igrad (b_in) read the
+image rows and the image-layout signal b_out directly (tinynet.kernels.conv).
+The forward context is (z, cache): the input rows, and U once something asks
+for the patch rows (kron_rows, the host methods).
 A convolution is bilinear in (z, x), so grad_xx f = grad_zz f = 0 and the
 mixed pieces are constant 0/1 tensors (see the second-order section).
 
 Kronecker rows (the chapter-6 hook, Grosse & Martens 2016, KFC): H = U, B =
-B_r, m = n*P rows, share = P. The optimizers' statistics are written once
+B_r, m = n*P rows, share = P (kron_rows forms U once per context). The optimizers' statistics are written once
 against [grad W^T; grad b^T] = [H 1]^T B.
 """
 import numpy as np
@@ -97,6 +102,7 @@ class Conv2d(Stage):
         self.Wo = conv_output_size(W, self.kw, self.sw, self.pw, repr(self), "width")
         self.H, self.W_in = H, W
         self.share = self.Ho * self.Wo
+        self._idx = None         # the index map of _index_map belongs to one input shape
         self.in_shape, self.out_shape = in_shape, (self.out_channels, self.Ho, self.Wo)
         return self.out_shape
 
@@ -138,66 +144,74 @@ class Conv2d(Stage):
         W = rng.uniform(-r, r, size=(self.out_channels, self.K))
         return np.concatenate([W.ravel(order="F"), np.zeros(self.out_channels)]).astype(dtype)
 
-    # -- layouts ---------------------------------------------------------------------------
-    def _im2col(self, Z):
-        U = self.bk.empty((Z.shape[0] * self.share, self.K), Z.dtype)
-        self.bk.launch(K, "im2col", U.size, Z, U, *self._geometry(), nbytes=2 * U.nbytes)
-        return U
+    # -- the products (tinynet.kernels.conv) ------------------------------------------------------
+    def _fwd(self, Z, WT, b):
+        """(n, O*P): U(Z) WT + 1 b^T in the image layout."""
+        Z = self.bk.asarray(Z)
+        Y = self.bk.empty((Z.shape[0], self.out_channels * self.share), Z.dtype)
+        self.bk.launch(K, "conv_fwd", Y.size, Z, WT, b, Y, *self._geometry(),
+                       flops=2.0 * Y.size * self.K, nbytes=Z.nbytes + Y.nbytes)
+        return Y
 
-    def _col2im(self, dU):
-        n = dU.shape[0] // self.share
-        dX = self.bk.empty((n, self.in_channels * self.H * self.W_in), dU.dtype)
-        self.bk.launch(K, "col2im", dX.size, dU, dX, *self._geometry(), nbytes=dU.nbytes + dX.nbytes)
+    def _wgrad(self, Z, B, gWT, gb):
+        """gWT = U(Z)^T B_r (K, O) and gb = 1^T B_r (O,), in place; B in the image layout."""
+        Z, B = self.bk.asarray(Z), self.bk.asarray(B)
+        self.bk.launch(K, "conv_wgrad", gWT.size + gb.size, Z, B, gWT, gb, *self._geometry(),
+                       flops=2.0 * B.size * self.K, nbytes=Z.nbytes + B.nbytes)
+
+    def _igrad(self, B, WT):
+        """col2im(B_r WT^T), (n, C*H*W); B in the image layout."""
+        B = self.bk.asarray(B)
+        dX = self.bk.empty((B.shape[0], self.in_channels * self.H * self.W_in), B.dtype)
+        self.bk.launch(K, "conv_igrad", dX.size, B, WT, dX, *self._geometry(),
+                       flops=2.0 * B.size * self.K, nbytes=B.nbytes + dX.nbytes)
         return dX
 
-    def _chw(self, R):
-        n = R.shape[0] // self.share
-        Y = self.bk.empty((n, self.out_channels * self.share), R.dtype)
-        self.bk.launch(K, "rows_to_chw", Y.size, R, Y, self.share, nbytes=2 * R.nbytes)
-        return Y
+    def _im2col(self, Z):
+        U = self.bk.empty((Z.shape[0] * self.share, self.K), Z.dtype)
+        self.bk.launch(K, "im2col", U.size, self.bk.asarray(Z), U, *self._geometry(), nbytes=2 * U.nbytes)
+        return U
 
     def _rows(self, Y):
         R = self.bk.empty((Y.shape[0] * self.share, self.out_channels), Y.dtype)
         self.bk.launch(K, "chw_to_rows", R.size, Y, R, self.share, nbytes=2 * R.nbytes)
         return R
 
+    def _zero_bias(self, dtype):
+        z = getattr(self, "_zb", None)
+        if z is None or z.dtype != dtype:
+            z = self._zb = self.bk.zeros(self.out_channels, dtype)
+        return z
+
     # -- the contract ------------------------------------------------------------------------
     def forward(self, z):
-        U = self._im2col(z)
-        R = self.bk.matmul(U, self.WT)
-        self.bk.add_bias(R, self.b)
-        return self._chw(R), (U,)
+        z = self.bk.asarray(z)
+        return self._fwd(z, self.WT, self.b), (z, {})
 
     def vjp(self, ctx, b_out, grad=None, need_b_in=True):
-        bk = self.bk
-        (U,) = ctx
-        Br = self._rows(b_out)
         if grad is not None:
             gWT, gb = self.split(grad)
-            bk.matmul(U, Br, out=gWT, ta=True)        # dW^T = U^T B_r (sum over batch and positions)
-            bk.col_sum(Br, out=gb)
+            self._wgrad(ctx[0], b_out, gWT, gb)     # dW^T = U^T B_r, db = 1^T B_r (sum over batch and positions)
         if not need_b_in:
             return None
-        return self._col2im(bk.matmul(Br, self.WT, tb=True))     # col2im(B_r W)
+        return self._igrad(b_out, self.WT)          # col2im(B_r W)
 
     def jvp(self, ctx, dz_in, dx):
         bk = self.bk
-        (U,) = ctx
+        z = ctx[0]
         R = None
         if dz_in is not None:
-            R = bk.matmul(self._im2col(dz_in), self.WT)
+            R = self._fwd(dz_in, self.WT, self._zero_bias(z.dtype))
         if dx is not None:
             dWT, db = self.split(dx)
-            t = bk.matmul(U, dWT)
-            bk.add_bias(t, db)
+            t = self._fwd(z, dWT, db)
             if R is None:
                 R = t
             else:
                 bk.axpy(1.0, t.reshape(-1), R.reshape(-1))
         if R is None:
-            n = U.shape[0] // self.share
-            return bk.zeros((n, self.out_channels * self.share), U.dtype)
-        return self._chw(R)
+            return bk.zeros((z.shape[0], self.out_channels * self.share), z.dtype)
+        return R
 
     # -- Kronecker rows (the chapter-6 statistics hook; see Linear) ------------------------------
     @property
@@ -209,8 +223,11 @@ class Conv2d(Stage):
         return self.out_channels
 
     def kron_rows(self, ctx):
-        """H = U (n*P, K): the patch rows."""
-        return ctx[0]
+        """H = U (n*P, K): the patch rows (formed once, then kept in the context)."""
+        z, cache = ctx
+        if "U" not in cache:
+            cache["U"] = self._im2col(z)
+        return cache["U"]
 
     def kron_signal(self, ctx, b_out):
         """B (n*P, O): the output signal at each position, as rows."""
@@ -230,8 +247,8 @@ class Conv2d(Stage):
         return self._idx
 
     def _U_host(self, ctx):
-        U = np.asarray(self.bk.to_host(ctx[0]))
-        return U.reshape(-1, self.share, self.K)
+        """(n, P, K) host patch rows."""
+        return np.asarray(self.bk.to_host(self.kron_rows(ctx))).reshape(-1, self.share, self.K)
 
     def jac_x(self, ctx):
         U = self._U_host(ctx)
@@ -253,7 +270,7 @@ class Conv2d(Stage):
         return S
 
     def jac_z(self, ctx):
-        n = ctx[0].shape[0] // self.share
+        n = ctx[0].shape[0]
         W = np.asarray(self.bk.to_host(self.WT), dtype=np.float64).T          # (O, K)
         J = np.einsum("ok,qkm->oqm", W, self._unfold_matrix()).reshape(self.out_channels * self.share, -1)
         return np.broadcast_to(J, (n,) + J.shape).astype(np.asarray(self.bk.to_host(ctx[0])).dtype)
@@ -262,12 +279,12 @@ class Conv2d(Stage):
     # a[o, q] = sum_k W[o, k] U[q, k](z) + b[o], U linear in z: the only nonzero
     # second derivative is d^2 a[o, q] / dW[o, k] dz_m = S[q, k, m].
     def hess_xx(self, ctx):
-        n = ctx[0].shape[0] // self.share
+        n = ctx[0].shape[0]
         return np.zeros((n, self.out_channels * self.share, self.n_params, self.n_params))
 
     def hess_zx(self, ctx):
         """(n, O*P, p, C*H*W): [(o, q), x, m] = d^2 a[o, q] / dx dz_m."""
-        n = ctx[0].shape[0] // self.share
+        n = ctx[0].shape[0]
         O, P, Kp = self.out_channels, self.share, self.K
         S = self._unfold_matrix()
         T = np.zeros((O * P, self.n_params, S.shape[2]))
@@ -279,14 +296,15 @@ class Conv2d(Stage):
         return np.ascontiguousarray(self.hess_zx(ctx).transpose(0, 1, 3, 2))
 
     def hess_zz(self, ctx):
-        n = ctx[0].shape[0] // self.share
+        n = ctx[0].shape[0]
         d = int(np.prod(self.in_shape))
         return np.zeros((n, self.out_channels * self.share, d, d))
 
     def hvp_x(self, ctx, b, dz_in, dx, acc):
         """acc += [vec(im2col(dz)^T B_r); 0]: the stage's row of D_b D_zx N^{-1} D_x↘."""
         if dz_in is not None:
-            t = self.bk.matmul(self._im2col(dz_in), self._rows(b), ta=True)     # (K, O) = dW^T layout
+            t = self.bk.empty((self.K, self.out_channels), dz_in.dtype)      # dW^T layout
+            self._wgrad(dz_in, b, t, self.bk.empty(self.out_channels, dz_in.dtype))
             self.bk.axpy(1.0, t.reshape(-1), acc[:self.K * self.out_channels])
         return acc
 
@@ -295,7 +313,7 @@ class Conv2d(Stage):
         if dx is None:
             return None
         dWT, _ = self.split(dx)
-        return self._col2im(self.bk.matmul(self._rows(b), dWT, tb=True))
+        return self._igrad(b, dWT)
 
     # many directions at once, host numpy (see Linear.jvp_many): dZ (C, n, C*H*W), dX (C, p)
     def _im2col_host(self, Z):
@@ -323,6 +341,8 @@ class Conv2d(Stage):
         return Y.reshape(Y.shape[:-1] + (self.out_channels, self.share)).swapaxes(-1, -2)
 
     def jvp_many(self, ctx, dZ, dX):
+        if dZ is None and dX is None:
+            return None          # no direction (as Linear and Flatten)
         U = self._U_host(ctx)
         WT = np.asarray(self.bk.to_host(self.WT))
         out = None if dZ is None else self._im2col_host(dZ) @ WT                 # (C, n, P, O)
