@@ -10,6 +10,7 @@ K = C*kh*kw patch entries, O out-channels.
                   = X[e, c, oy*sh - ph + i, ox*sw - pw + j]  (0 outside the image)
   R  (n*P, O)     one row per output position (what U @ W^T gives)
   Y  (n, O*P)     the image layout of the same numbers: Y[e, o*P + p] = R[e*P + p, o]
+
 The column order of U is that of PyTorch's weight.reshape(O, -1), so a
 convolution is U @ W^T + b with W = torch_weight.reshape(O, K): Linear's
 product on patch rows. col2im is the transpose of im2col (the sum over the
@@ -36,12 +37,13 @@ at a time in a scratch that stays in cache:
     or carried as zeros (gradients);
   other strides: the example's patch columns S (K, P), S[k, p] = U[e*P + p, k],
     are formed in the scratch (the same sums with off_k = k*P and L = P).
-The products are unrolled by four over the summed index with the sum kept in
-the order of the plain loop (y + a0 + a1 + a2 + a3, left to right), so
-conv_fwd and conv_igrad sum in k and o order; conv_wgrad's dot products over
-positions are vectorized with reassociation (fastmath "reassoc",
-deterministic for a given build). U itself (im2col) is formed only for the
-Kronecker-rows hook and the host methods.
+The products are register-blocked (two outputs and four summed terms per
+pass over the rows) with each sum kept in the order of the plain loop
+(y + a0 + a1 + a2 + a3, left to right), so conv_fwd and conv_igrad sum in k
+and o order; conv_wgrad's dot products over positions (eight per pass) are
+vectorized with reassociation (fastmath "reassoc", deterministic for a given
+build). U itself (im2col, also through the per-example scratch) is formed only
+for the Kronecker-rows hook and the host methods.
 
 CPU twins are serial `@njit` loops over contiguous rows (views of reshaped
 arrays indexed by loop counters only, so that LLVM vectorizes them; numba
@@ -206,10 +208,41 @@ def _fold_one(dS3, dXe, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo):
 
 @njit(cache=True)
 def _rows_fwd(xf, off, L, WT, b, Ye):
-    """Ye[o, q] = b[o] + sum_k WT[k, o] xf[off[k] + q] for q < L, in k order."""
+    """Ye[o, q] = b[o] + sum_k WT[k, o] xf[off[k] + q] for q < L, in k order;
+    two outputs per pass over the rows (one for an odd last), four k per pass."""
     Kp, O = WT.shape
     K4 = Kp - Kp % 4
-    for o in range(O):
+    O2 = O - O % 2
+    for o in range(0, O2, 2):
+        ya = Ye[o]
+        yb = Ye[o + 1]
+        ba = b[o]
+        bb = b[o + 1]
+        for q in range(L):
+            ya[q] = ba
+            yb[q] = bb
+        for k in range(0, K4, 4):
+            a0, a1, a2, a3 = WT[k, o], WT[k + 1, o], WT[k + 2, o], WT[k + 3, o]
+            c0, c1, c2, c3 = WT[k, o + 1], WT[k + 1, o + 1], WT[k + 2, o + 1], WT[k + 3, o + 1]
+            x0 = xf[off[k]:]
+            x1 = xf[off[k + 1]:]
+            x2 = xf[off[k + 2]:]
+            x3 = xf[off[k + 3]:]
+            for q in range(L):
+                u0 = x0[q]
+                u1 = x1[q]
+                u2 = x2[q]
+                u3 = x3[q]
+                ya[q] = ya[q] + a0 * u0 + a1 * u1 + a2 * u2 + a3 * u3
+                yb[q] = yb[q] + c0 * u0 + c1 * u1 + c2 * u2 + c3 * u3
+        for k in range(K4, Kp):
+            a0 = WT[k, o]
+            c0 = WT[k, o + 1]
+            xs = xf[off[k]:]
+            for q in range(L):
+                ya[q] += a0 * xs[q]
+                yb[q] += c0 * xs[q]
+    for o in range(O2, O):
         yo = Ye[o]
         bo = b[o]
         for q in range(L):
@@ -231,30 +264,70 @@ def _rows_fwd(xf, off, L, WT, b, Ye):
 
 @njit(cache=True, fastmath={"reassoc"})
 def _rows_wgrad(xf, off, L, Be, gWT):
-    """gWT[k, o] += sum_{q < L} xf[off[k] + q] Be[o, q] (dot products vectorized
-    with reassociation)."""
+    """gWT[k, o] += sum_{q < L} xf[off[k] + q] Be[o, q]: eight dot products
+    (four k x two o) per pass, vectorized with reassociation."""
     Kp, O = gWT.shape
-    O4 = O - O % 4
+    K4 = Kp - Kp % 4
+    O2 = O - O % 2
     z = gWT.dtype.type(0)
-    for k in range(Kp):
-        xs = xf[off[k]:]
-        for o in range(0, O4, 4):
-            b0, b1, b2, b3 = Be[o], Be[o + 1], Be[o + 2], Be[o + 3]
+    for k in range(0, K4, 4):
+        x0 = xf[off[k]:]
+        x1 = xf[off[k + 1]:]
+        x2 = xf[off[k + 2]:]
+        x3 = xf[off[k + 3]:]
+        for o in range(0, O2, 2):
+            b0 = Be[o]
+            b1 = Be[o + 1]
+            s00 = z
+            s01 = z
+            s10 = z
+            s11 = z
+            s20 = z
+            s21 = z
+            s30 = z
+            s31 = z
+            for q in range(L):
+                c = b0[q]
+                d = b1[q]
+                u0 = x0[q]
+                u1 = x1[q]
+                u2 = x2[q]
+                u3 = x3[q]
+                s00 += u0 * c
+                s01 += u0 * d
+                s10 += u1 * c
+                s11 += u1 * d
+                s20 += u2 * c
+                s21 += u2 * d
+                s30 += u3 * c
+                s31 += u3 * d
+            gWT[k, o] += s00
+            gWT[k, o + 1] += s01
+            gWT[k + 1, o] += s10
+            gWT[k + 1, o + 1] += s11
+            gWT[k + 2, o] += s20
+            gWT[k + 2, o + 1] += s21
+            gWT[k + 3, o] += s30
+            gWT[k + 3, o + 1] += s31
+        for o in range(O2, O):
+            bo = Be[o]
             s0 = z
             s1 = z
             s2 = z
             s3 = z
             for q in range(L):
-                v = xs[q]
-                s0 += v * b0[q]
-                s1 += v * b1[q]
-                s2 += v * b2[q]
-                s3 += v * b3[q]
+                c = bo[q]
+                s0 += x0[q] * c
+                s1 += x1[q] * c
+                s2 += x2[q] * c
+                s3 += x3[q] * c
             gWT[k, o] += s0
-            gWT[k, o + 1] += s1
-            gWT[k, o + 2] += s2
-            gWT[k, o + 3] += s3
-        for o in range(O4, O):
+            gWT[k + 1, o] += s1
+            gWT[k + 2, o] += s2
+            gWT[k + 3, o] += s3
+    for k in range(K4, Kp):
+        xs = xf[off[k]:]
+        for o in range(O):
             bo = Be[o]
             s = z
             for q in range(L):
@@ -265,26 +338,44 @@ def _rows_wgrad(xf, off, L, Be, gWT):
 @njit(cache=True)
 def _rows_igrad(Be, WT, off, L, dxf, t):
     """dxf[off[k] + q] += sum_o WT[k, o] Be[o, q] for q < L: per k the sum over
-    o (in o order) into t (L,), then added, in k order."""
+    o (in o order, four per pass) into a row of t (2, L), two k per pass, then
+    added in k order."""
     Kp, O = WT.shape
     O4 = O - O % 4
     z = t.dtype.type(0)
-    for k in range(Kp):
+    ta = t[0]
+    tb = t[1]
+    for k0 in range(0, Kp, 2):
+        two = k0 + 1 < Kp
+        k1 = k0 + 1 if two else k0        # an odd last k is summed twice, added once
         for q in range(L):
-            t[q] = z
+            ta[q] = z
+            tb[q] = z
         for o in range(0, O4, 4):
-            w0, w1, w2, w3 = WT[k, o], WT[k, o + 1], WT[k, o + 2], WT[k, o + 3]
+            w0, w1, w2, w3 = WT[k0, o], WT[k0, o + 1], WT[k0, o + 2], WT[k0, o + 3]
+            v0, v1, v2, v3 = WT[k1, o], WT[k1, o + 1], WT[k1, o + 2], WT[k1, o + 3]
             b0, b1, b2, b3 = Be[o], Be[o + 1], Be[o + 2], Be[o + 3]
             for q in range(L):
-                t[q] = t[q] + w0 * b0[q] + w1 * b1[q] + w2 * b2[q] + w3 * b3[q]
+                c0 = b0[q]
+                c1 = b1[q]
+                c2 = b2[q]
+                c3 = b3[q]
+                ta[q] = ta[q] + w0 * c0 + w1 * c1 + w2 * c2 + w3 * c3
+                tb[q] = tb[q] + v0 * c0 + v1 * c1 + v2 * c2 + v3 * c3
         for o in range(O4, O):
-            w = WT[k, o]
+            w = WT[k0, o]
+            v = WT[k1, o]
             bo = Be[o]
             for q in range(L):
-                t[q] += w * bo[q]
-        xs = dxf[off[k]:]
+                ta[q] += w * bo[q]
+                tb[q] += v * bo[q]
+        xs = dxf[off[k0]:]
         for q in range(L):
-            xs[q] += t[q]
+            xs[q] += ta[q]
+        if two:
+            xs = dxf[off[k1]:]
+            for q in range(L):
+                xs[q] += tb[q]
 
 
 @njit(cache=True)
@@ -301,13 +392,15 @@ def conv_fwd_cpu(X, WT, b, Y, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo):
         off = _wide_offsets(C, kh, kw, Hp, Wp)
         Xp = np.empty(C * Hp * Wp, dtype=X.dtype)
         Yw = np.empty((O, Ho * Wp), dtype=X.dtype)
+        Yw3 = Yw.reshape(O, Ho, Wp)
         Y4 = Y.reshape(n, O, Ho, Wo)
         for e in range(n):
             xf = _padded(X4[e], Xp, ph, pw)
             _rows_fwd(xf, off, L, WT, b, Yw)
             for o in range(O):
                 for oy in range(Ho):
-                    Y4[e, o, oy, :] = Yw[o, oy * Wp:oy * Wp + Wo]
+                    for ox in range(Wo):
+                        Y4[e, o, oy, ox] = Yw3[o, oy, ox]
     else:
         S = np.empty(Kp * P, dtype=X.dtype)
         S3 = S.reshape(Kp, Ho, Wo)
@@ -343,12 +436,14 @@ def conv_wgrad_cpu(X, B, gWT, gb, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo):
         off = _wide_offsets(C, kh, kw, Hp, Wp)
         Xp = np.empty(C * Hp * Wp, dtype=X.dtype)
         Bw = np.zeros((O, Ho * Wp), dtype=X.dtype)         # columns past Wo stay 0
+        Bw3 = Bw.reshape(O, Ho, Wp)
         B4 = B.reshape(n, O, Ho, Wo)
         for e in range(n):
             xf = _padded(X4[e], Xp, ph, pw)
             for o in range(O):
                 for oy in range(Ho):
-                    Bw[o, oy * Wp:oy * Wp + Wo] = B4[e, o, oy]
+                    for ox in range(Wo):
+                        Bw3[o, oy, ox] = B4[e, o, oy, ox]
             _rows_wgrad(xf, off, L, Bw, gWT)
     else:
         S = np.empty(Kp * P, dtype=X.dtype)
@@ -376,12 +471,14 @@ def conv_igrad_cpu(B, WT, dX, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo):
         Xp = np.empty(C * Hp * Wp, dtype=B.dtype)
         Xp3 = Xp.reshape(C, Hp, Wp)
         Bw = np.zeros((O, Ho * Wp), dtype=B.dtype)         # columns past Wo stay 0
-        t = np.empty(L, dtype=B.dtype)
+        Bw3 = Bw.reshape(O, Ho, Wp)
+        t = np.empty((2, L), dtype=B.dtype)
         B4 = B.reshape(n, O, Ho, Wo)
         for e in range(n):
             for o in range(O):
                 for oy in range(Ho):
-                    Bw[o, oy * Wp:oy * Wp + Wo] = B4[e, o, oy]
+                    for ox in range(Wo):
+                        Bw3[o, oy, ox] = B4[e, o, oy, ox]
             if ph == 0 and pw == 0:
                 dxf = dX[e]
                 dxf[:] = 0
@@ -394,7 +491,7 @@ def conv_igrad_cpu(B, WT, dX, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo):
         S = np.empty(Kp * P, dtype=B.dtype)
         S3 = S.reshape(Kp, Ho, Wo)
         off = np.arange(Kp) * P
-        t = np.empty(P, dtype=B.dtype)
+        t = np.empty((2, P), dtype=B.dtype)
         for e in range(n):
             S[:] = 0
             _rows_igrad(B3[e], WT, off, P, S, t)

@@ -114,6 +114,7 @@ class Conv2d(Stage):
     def bind(self, bk, theta):
         self.bk = bk
         self.theta = theta
+        self._zb = None          # jvp's zero bias lives on the backend bound here
         self.WT = self.split(theta)[0]
         self.b = theta[self.K * self.out_channels:]
 

@@ -27,7 +27,9 @@ computed per layer by the cheaper of two routes (route="auto"):
               GEMM and accumulates into theta (bk.matmul_acc, BLAS beta = 1):
               2n((i+1)^2 + o^2 + (i+1)o) flops, plus 2n^2(o+i+1) for the
               trust region; cheaper when the batch n is smaller than the layer;
-  "gradient": Gamma first, then A_d^{-1} Gamma^T G_d^{-1}:
+  "gradient": Gamma first (read from the flat gradient that the layer's own
+              vjp writes: for a Conv2d its fused kernel, no patch rows), then
+              A_d^{-1} Gamma^T G_d^{-1}:
               2(n i o + (i+1)^2 o + (i+1) o^2) flops, and the trust region is
               one dot product; cheaper for narrow layers (the 30-unit code
               layer of the autoencoder, the 100-unit layers of the CIFAR MLP,
@@ -130,18 +132,15 @@ class KFAC(Optimizer):
         grad = n * i * o + (i + 1) ** 2 * o + (i + 1) * o * o
         return "batch" if batch < grad else "gradient"
 
-    def _gradient_T(self, H, B):
-        """Gamma^T = [H 1]^T B (i+1, o): the weight gradient's transpose, the bias row last."""
-        bk = self.bk
-        ni = H.shape[1]
-        GammaT = bk.empty((ni + 1, B.shape[1]), B.dtype)
-        bk.matmul(H, B, out=GammaT[:ni], ta=True)
-        bk.col_sum(B, out=GammaT[ni])
-        return GammaT
-
     def step(self, X, Y):
         net, bk = self.net, self.bk
-        loss, ctxs, lctx, Bs = forward_backward_bk(net, X, Y, self._grad)
+        n = X.shape[0]
+        routes = {i: self._route(n * sh, net.layers[i].fan_in, net.layers[i].fan_out)
+                  for i, sh in self._shares.items()}
+        # gradient-route layers take Gamma^T from the flat gradient their own vjp
+        # writes (no rows formed); batch-route layers get their signal rows B
+        by_grad = {i for i, r in routes.items() if r == "gradient"}
+        loss, ctxs, lctx, Bs = forward_backward_bk(net, X, Y, self._grad, by_grad)
         if self.k % self.stats_every == 0:
             self.running.update(kfac_sums(net, ctxs, lctx, self.curvature, self.rng, self.exact), self._shares)
         if self.k % self.T == 0 or not self.inverses:
@@ -152,10 +151,11 @@ class KFAC(Optimizer):
         # every layer's preconditioned factors first: nu needs q of all layers
         # before any update is applied
         pending, q = [], 0.0
-        for i, B in Bs.items():
+        for i, route in routes.items():
             Ainv, Ginv = self.inverses[i]
-            H = net.layers[i].kron_rows(ctxs[i])                             # (m, i): batch or patch rows
-            if self._route(H.shape[0], H.shape[1], B.shape[1]) == "batch":
+            if route == "batch":
+                B = Bs[i]
+                H = net.layers[i].kron_rows(ctxs[i])                          # (m, i): batch or patch rows
                 # the inverses are symmetric, so M = M^T: the transposed-operand
                 # products (tb=True) are the same numbers through BLAS's faster
                 # packing path (about 10% of a KFAC step on the autoencoder)
@@ -166,7 +166,9 @@ class KFAC(Optimizer):
                     q += layer_q(bk, B, BG, H1, HA)
                 pending.append((i, HA, BG))
             else:
-                GammaT = self._gradient_T(H, B)                               # (i+1, o) = [grad W^T; grad b^T]
+                a, c = net.offsets[i]
+                s = net.layers[i]
+                GammaT = self._grad[a:c].reshape(s.fan_in + 1, s.fan_out)     # [grad W^T; grad b^T]
                 Dt = bk.matmul(bk.matmul(Ainv, GammaT), Ginv)                 # A_d^{-1} Gamma^T G_d^{-1}
                 if self.kl_clip is not None:
                     q += bk.dot(GammaT.reshape(-1), Dt.reshape(-1))

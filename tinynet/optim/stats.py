@@ -230,30 +230,40 @@ def centered_input(bk, H):
     return mu, bk.add_bias(bk.copy(H), neg)
 
 
-def backward_rows_bk(net, ctxs, b, grad=None):
-    """backward_rows keeping B as backend arrays (the optimizers' hot path)."""
+def backward_rows_bk(net, ctxs, b, grad=None, grad_of=()):
+    """backward_rows keeping B as backend arrays (the optimizers' hot path).
+
+    grad_of: Kronecker stages whose plain gradient, not their rows, the caller
+    wants (KFAC's gradient route): they write it into their slice of `grad`
+    (the stage's own fast kernel: for a Conv2d no patch rows are formed) and
+    get no entry in the result."""
     out = {}
     lin = set(kron_indices(net))
     first = min(lin)
     for i in range(len(net.layers) - 1, -1, -1):
         s = net.layers[i]
         a, c = net.offsets[i]
+        g = grad[a:c] if (grad is not None and c > a) else None
         if i in lin:
-            out[i] = s.kron_signal(ctxs[i], b)
-            if i <= first:
-                break
-            g = None
-        else:
-            g = grad[a:c] if (grad is not None and c > a) else None
+            if i in grad_of:
+                if g is None:
+                    raise ValueError(f"backward_rows_bk: stage {i} asks for its gradient but no grad vector was given")
+            else:
+                out[i] = s.kron_signal(ctxs[i], b)
+                g = None
+                if i <= first:
+                    break
         b = s.vjp(ctxs[i], b, g, need_b_in=i > first)
+        if i <= first:
+            break
     return out
 
 
-def forward_backward_bk(net, X, Y, grad=None):
+def forward_backward_bk(net, X, Y, grad=None, grad_of=()):
     """forward_backward with B as backend arrays (the optimizers' hot path)."""
     F, ctxs = net.forward_ctx(X)
     value, lctx = net.loss_stage.forward(F, net.as_target(Y))
-    B = backward_rows_bk(net, ctxs, net.loss_stage.vjp(lctx), grad)
+    B = backward_rows_bk(net, ctxs, net.loss_stage.vjp(lctx), grad, grad_of)
     return float(value), ctxs, lctx, B
 
 
