@@ -84,6 +84,18 @@ CASES += [
     ("bn_affine", bn2.bn_affine_cuda, (M, V, V, M, I, boolean), True),
 ]
 KERNEL_MODULES += [bn2]
+# pooling
+from tinynet.kernels import pool as pl  # noqa: E402
+PGEOM = (I,) * 9      # C, H, W, kh, kw, sh, sw, Ho, Wo
+A64 = numba.int64[:, :]
+CASES += [
+    ("maxpool_fwd", pl.maxpool_fwd_cuda, (M, M, A64) + PGEOM, True),
+    ("maxpool_bwd", pl.maxpool_bwd_cuda, (M, A64, M) + PGEOM, True),
+    ("maxpool_jvp", pl.maxpool_jvp_cuda, (M, A64, M), True),
+    ("avgpool_fwd", pl.avgpool_fwd_cuda, (M, M) + PGEOM, True),
+    ("avgpool_bwd", pl.avgpool_bwd_cuda, (M, M) + PGEOM, True),
+]
+KERNEL_MODULES += [pl]
 # ---- end of the image-stage sections
 
 _F64_OP = re.compile(r"^\s*[a-z][\w.]*\.f64\b", re.M)   # an instruction on f64 operands
