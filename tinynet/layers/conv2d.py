@@ -35,15 +35,17 @@ from tinynet.kernels import conv as K
 from tinynet.layers.base import Stage
 
 
-def _pair(v, what):
+def int_pair(v, what, who="Conv2d"):
+    """(a, b) from an int or a pair of ints (kernel_size, stride, padding), with a
+    clear error naming `who` otherwise."""
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
-            raise ValueError(f"Conv2d: {what} must be an int or a pair, got {v!r}")
+            raise ValueError(f"{who}: {what} must be an int or a pair, got {v!r}")
         a, b = v
     else:
         a = b = v
-    if int(a) != a or int(b) != b:
-        raise ValueError(f"Conv2d: {what} must be integers, got {v!r}")
+    if isinstance(a, bool) or isinstance(b, bool) or int(a) != a or int(b) != b:
+        raise ValueError(f"{who}: {what} must be integers, got {v!r}")
     return int(a), int(b)
 
 
@@ -70,9 +72,9 @@ class Conv2d(Stage):
                 or in_channels <= 0 or out_channels <= 0:
             raise ValueError(f"Conv2d({in_channels}, {out_channels}, ...): channels must be positive integers")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kh, self.kw = _pair(kernel_size, "kernel_size")
-        self.sh, self.sw = _pair(stride, "stride")
-        self.ph, self.pw = _pair(padding, "padding")
+        self.kh, self.kw = int_pair(kernel_size, "kernel_size")
+        self.sh, self.sw = int_pair(stride, "stride")
+        self.ph, self.pw = int_pair(padding, "padding")
         if min(self.kh, self.kw, self.sh, self.sw) < 1 or min(self.ph, self.pw) < 0:
             raise ValueError(f"{self!r}: kernel_size and stride must be >= 1, padding >= 0")
         self.K = self.in_channels * self.kh * self.kw

@@ -16,7 +16,7 @@ nothing and hvp_z is None (zero).
 import numpy as np
 
 from tinynet.layers.base import Stage
-from tinynet.layers.conv2d import conv_output_size
+from tinynet.layers.conv2d import conv_output_size, int_pair
 
 
 class Pool2d(Stage):
@@ -32,16 +32,7 @@ class Pool2d(Stage):
         self.share = None        # output positions P, known once the input shape is
 
     def _pair(self, v, what):
-        name = type(self).__name__
-        if isinstance(v, (tuple, list)):
-            if len(v) != 2:
-                raise ValueError(f"{name}: {what} must be an int or a pair, got {v!r}")
-            a, b = v
-        else:
-            a = b = v
-        if isinstance(a, bool) or isinstance(b, bool) or int(a) != a or int(b) != b:
-            raise ValueError(f"{name}: {what} must be integers, got {v!r}")
-        return int(a), int(b)
+        return int_pair(v, what, type(self).__name__)
 
     def __repr__(self):
         def f(a, b):
