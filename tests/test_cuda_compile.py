@@ -67,7 +67,6 @@ GEOM = (I,) * 11      # C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo
 CASES += [
     ("im2col", cv.im2col_cuda, (M, M) + GEOM, True),
     ("col2im", cv.col2im_cuda, (M, M) + GEOM, True),
-    ("rows_to_chw", cv.rows_to_chw_cuda, (M, M, I), True),
     ("chw_to_rows", cv.chw_to_rows_cuda, (M, M, I), True),
     ("conv_fwd", cv.conv_fwd_cuda, (M, M, V, M) + GEOM, True),
     ("conv_wgrad", cv.conv_wgrad_cuda, (M, M, M, V) + GEOM, True),

@@ -1,6 +1,6 @@
 """The convolution kernels (tinynet/kernels/conv.py) under the CUDA simulator:
 each @cuda.jit twin launched through CUDABackend.launch equals its CPU @njit
-twin (the row layout: im2col, col2im, rows_to_chw, chw_to_rows; the products
+twin (the row layout: im2col, col2im, chw_to_rows; the products
 of the training path, which read the image rows directly: conv_fwd,
 conv_wgrad, conv_igrad, also against im2col-based references) for stride /
 padding / non-square cases, float32 and float64; and a Conv2d stage bound to the CUDA backend gives the same
@@ -75,14 +75,12 @@ def test_im2col_and_col2im(geo, dtype):
 
 @pytest.mark.parametrize("n, P, O", [(2, 4, 3), (1, 9, 2), (3, 1, 5)], ids=["n2-P4-O3", "n1-P9-O2", "n3-P1-O5"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_layouts_rows_chw(n, P, O, dtype):
+def test_layout_chw_to_rows(n, P, O, dtype):
     rng = np.random.default_rng(2)
-    R = rng.standard_normal((n * P, O)).astype(dtype)
-    ref, got = run_both("rows_to_chw", R, (n, O * P), P)
-    np.testing.assert_array_equal(got, ref)
-    back, back_dev = run_both("chw_to_rows", ref, (n * P, O), P)
+    Y = rng.standard_normal((n, O * P)).astype(dtype)
+    back, back_dev = run_both("chw_to_rows", Y, (n * P, O), P)
     np.testing.assert_array_equal(back_dev, back)
-    np.testing.assert_array_equal(back, R)          # the two layouts are inverse maps
+    np.testing.assert_array_equal(back, Y.reshape(n, O, P).transpose(0, 2, 1).reshape(n * P, O))
 
 
 class Out:
@@ -121,7 +119,7 @@ def _both(name, count, args, dtype):
 def test_conv_products(geo, dtype, O):
     """conv_fwd (U W^T + 1 b^T in the image layout), conv_wgrad (U^T B_r, 1^T B_r)
     and conv_igrad (col2im(B_r W)): device == CPU twin, and both == the same
-    products written with im2col, rows_to_chw and col2im (sums in another
+    products written with im2col and col2im (sums in another
     order: 1e-12 / 1e-5 relative)."""
     n, g = geometry(geo)
     C, H, W, kh, kw = g[:5]
@@ -140,8 +138,7 @@ def test_conv_products(geo, dtype, O):
     cpu.launch(K, "im2col", U.size, X, U, *g)
     Br = np.empty((n * P, O), dtype=dtype)
     cpu.launch(K, "chw_to_rows", Br.size, B, Br, P)
-    Yref = np.empty((n, O * P), dtype=dtype)
-    cpu.launch(K, "rows_to_chw", Yref.size, np.ascontiguousarray(U @ WT + b), Yref, P)
+    Yref = (U @ WT + b).reshape(n, P, O).transpose(0, 2, 1).reshape(n, O * P)
     dXref = np.empty((n, C * H * W), dtype=dtype)
     cpu.launch(K, "col2im", dXref.size, np.ascontiguousarray(Br @ WT.T), dXref, *g)
 

@@ -102,19 +102,8 @@ def col2im_cpu(dU, dX, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo):
 
 
 @njit(cache=True)
-def rows_to_chw_cpu(R, Y, P):
-    """Y[e, o*P + p] = R[e*P + p, o]: per-position rows -> C-major image rows."""
-    n = Y.shape[0]
-    O = R.shape[1]
-    for e in range(n):
-        for p in range(P):
-            for o in range(O):
-                Y[e, o * P + p] = R[e * P + p, o]
-
-
-@njit(cache=True)
 def chw_to_rows_cpu(Y, R, P):
-    """R[e*P + p, o] = Y[e, o*P + p]: the inverse of rows_to_chw."""
+    """R[e*P + p, o] = Y[e, o*P + p]: image rows -> one row per output position."""
     n = Y.shape[0]
     O = R.shape[1]
     for e in range(n):
@@ -555,18 +544,6 @@ def col2im_cuda(dU, dX, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo):
                         ox = tx // sw
                         acc += dU[e * P + oy * Wo + ox, (c * kh + i) * kw + j]
         dX[e, f] = acc
-
-
-@cuda.jit
-def rows_to_chw_cuda(R, Y, P):
-    """Y[e, o*P + p] = R[e*P + p, o]; one thread per entry of Y."""
-    n, D = Y.shape
-    for t in range(cuda.grid(1), n * D, cuda.gridsize(1)):
-        e = t // D
-        f = t - e * D
-        o = f // P
-        p = f - o * P
-        Y[e, f] = R[e * P + p, o]
 
 
 @cuda.jit
