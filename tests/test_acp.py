@@ -11,7 +11,7 @@ from tinynet.layers import Linear, Sigmoid, Tanh
 from tinynet.losses import MSELoss, SoftmaxCrossEntropyLoss
 from tinynet.network import Sequential
 from tinynet.optim.acp import ACP
-from tinynet.optim.stats import linear_indices
+from tinynet.optim.stats import kron_indices
 from torch_ref import theta_of, torch_loss_of_output, torch_output_fn
 
 
@@ -35,7 +35,7 @@ def preact_grads(net, X, Y):
     L = torch_loss_of_output(net.loss_stage, Y, net.n_out)
     gF = len(X) * torch.func.grad(L)(F).numpy()
     out = {}
-    for i in linear_indices(net):
+    for i in kron_indices(net):
         a, c = net.offsets[i]
         kb = a + net.layers[i].n_in * net.layers[i].n_out
         out[i] = np.einsum("nkp,nk->np", J[:, :, kb:c], gF)
@@ -61,13 +61,13 @@ def test_acp_update_solves_local_criterion(case, alpha, route):
     net, X, Y = make_case(case)
     lr, eps = 0.1, 1e-2
     _, ctxs = net.forward_ctx(X)
-    H = {i: np.array(ctxs[i][0]) for i in linear_indices(net)}
+    H = {i: np.array(ctxs[i][0]) for i in kron_indices(net)}
     g = preact_grads(net, X, Y)
     th0 = net.get_flat()
     opt = ACP(net, lr, eps=eps, T=1, alpha=alpha, alpha_floor=1e-3, route=route)
     opt.step(X, Y)
     d = net.get_flat() - th0
-    for i in linear_indices(net):
+    for i in kron_indices(net):
         a_ = (np.max(g[i] ** 2) + 1e-3) if alpha == "heuristic" else alpha
         assert opt.alphas[i] == pytest.approx(a_, rel=1e-12)
         a, c = net.offsets[i]

@@ -8,7 +8,7 @@ from tinynet.layers import Linear, ReLU, Tanh
 from tinynet.losses import MSELoss, SoftmaxCrossEntropyLoss
 from tinynet.network import Sequential
 from tinynet.optim.centered import Centered
-from tinynet.optim.stats import linear_indices
+from tinynet.optim.stats import kron_indices
 from torch_ref import theta_of, torch_loss_fn
 
 
@@ -26,11 +26,11 @@ def test_centered_step(case):
     lr = 0.2
     grad = torch.func.grad(torch_loss_fn(net, X, Y))(theta_of(net)).numpy()
     _, ctxs = net.forward_ctx(X)
-    mus = {i: np.array(ctxs[i][0]).mean(axis=0) for i in linear_indices(net)}
+    mus = {i: np.array(ctxs[i][0]).mean(axis=0) for i in kron_indices(net)}
     th0 = net.get_flat()
     Centered(net, lr).step(X, Y)
     d = net.get_flat() - th0
-    for i in linear_indices(net):
+    for i in kron_indices(net):
         s = net.layers[i]
         a, c = net.offsets[i]
         k = a + s.n_in * s.n_out

@@ -9,7 +9,7 @@ from tinynet.layers import Linear, Sigmoid, Tanh
 from tinynet.losses import MSELoss, SoftmaxCrossEntropyLoss
 from tinynet.network import Sequential
 from tinynet.optim.kfac import KFAC
-from tinynet.optim.stats import forward_backward, kfac_factors, linear_indices
+from tinynet.optim.stats import forward_backward, kfac_factors, kron_indices
 from torch_ref import theta_of, torch_loss_fn, torch_loss_of_output, torch_output_fn
 
 
@@ -53,7 +53,7 @@ def layer_slices(net, i):
 
 def inputs_of(net, X):
     _, ctxs = net.forward_ctx(X)
-    return {i: np.asarray(ctxs[i][0]) for i in linear_indices(net)}
+    return {i: np.asarray(ctxs[i][0]) for i in kron_indices(net)}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -63,7 +63,7 @@ def test_A_and_G_equal_their_definitions(case):
     _, ctxs, lctx, _ = forward_backward(net, X, Y)
     fac = kfac_factors(net, ctxs, lctx, "gn", exact=True)
     H = inputs_of(net, X)
-    for i in linear_indices(net):
+    for i in kron_indices(net):
         a, c, kb = layer_slices(net, i)
         H1 = np.c_[H[i], np.ones(len(X))]
         A_ref = H1.T @ H1 / len(X)                                  # mean [h h^T, h; h^T, 1]
@@ -81,7 +81,7 @@ def test_one_example_gn_block_is_A_kron_G(case):
     J, D, _ = references(net, X, Y)
     _, ctxs, lctx, _ = forward_backward(net, X, Y)
     fac = kfac_factors(net, ctxs, lctx, "gn", exact=True)
-    for i in linear_indices(net):
+    for i in kron_indices(net):
         a, c, _ = layer_slices(net, i)
         block = J[0, :, a:c].T @ D[0] @ J[0, :, a:c]
         A, G = fac[i]
@@ -100,7 +100,7 @@ def test_fisher_G_from_sampled_targets(case):
     F = torch.tensor(net.forward(X))
     Lt = torch_loss_of_output(net.loss_stage, Ys, net.n_out)
     gs = len(X) * torch.func.grad(Lt)(F).numpy()
-    for i in linear_indices(net):
+    for i in kron_indices(net):
         _, c, kb = layer_slices(net, i)
         b = np.einsum("nkp,nk->np", J[:, :, kb:c], gs)
         np.testing.assert_allclose(fac[i][1], b.T @ b / len(X), rtol=1e-10, atol=1e-13)

@@ -9,7 +9,7 @@ from tinynet.layers import Linear, Sigmoid, Tanh
 from tinynet.losses import MSELoss, SoftmaxCrossEntropyLoss
 from tinynet.network import Sequential
 from tinynet.optim.nnn import NNN, inverse_sqrt
-from tinynet.optim.stats import linear_indices
+from tinynet.optim.stats import kron_indices
 from torch_ref import theta_of, torch_loss_fn
 
 
@@ -53,7 +53,7 @@ def test_nnn_step(case):
     th0 = net.get_flat()
     opt.step(X, Y)
     d = net.get_flat() - th0
-    for i in linear_indices(net):
+    for i in kron_indices(net):
         s = net.layers[i]
         a, c = net.offsets[i]
         k = a + s.n_in * s.n_out

@@ -12,6 +12,7 @@ Stage contract used here (one file per stage kind holds its pieces):
   hess_xx, hess_zx, hess_xz, hess_zz (ctx)   explicit per-example second derivatives
   hvp_x(ctx, b, dz, dx, acc), hvp_z(ctx, b, dz, dx)   contracted with b, backend, one direction
   jvp_many, vjp_many, hvp_x_many, hvp_z_many          the same for C directions, host numpy
+                                   (vjp_many(ctx, Wv, need_in=True, need_x=True))
   losses also: fisher_f(ctx), sample_targets(ctx, rng)
 """
 from tinynet.curvature.dense import (FISHER_KINDS, block_diagonal, block_slices, fisher, gauss_newton,

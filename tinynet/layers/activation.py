@@ -92,7 +92,7 @@ class Activation(Stage):
     def jvp_many(self, ctx, dZ, dX):
         return None if dZ is None else np.asarray(self.d1(ctx))[None] * dZ
 
-    def vjp_many(self, ctx, Wv, need_in=True):
+    def vjp_many(self, ctx, Wv, need_in=True, need_x=True):
         return (np.asarray(self.d1(ctx))[None] * Wv if need_in else None), None
 
     def hvp_x_many(self, ctx, B, dZ, dX):

@@ -57,7 +57,7 @@ class AvgPool2d(Pool2d):
         K.avgpool_fwd_cpu(self._stack(dZ), dY, *self._geometry())
         return dY.reshape(dZ.shape[:2] + (self.d_out,))
 
-    def vjp_many(self, ctx, Wv, need_in=True):
+    def vjp_many(self, ctx, Wv, need_in=True, need_x=True):
         if not need_in:
             return None, None
         dZ = np.empty((Wv.shape[0] * Wv.shape[1], self.d_in), dtype=Wv.dtype)

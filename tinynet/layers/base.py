@@ -54,10 +54,6 @@ class Stage:
         self.in_shape = self.out_shape = tuple(int(d) for d in in_shape)
         return self.out_shape
 
-    def out_features(self, in_features):
-        """Output features for `in_features` vector inputs (the 1-D case of set_input_shape)."""
-        return int(np.prod(type(self).set_input_shape(self, (in_features,))))
-
     def jac_x(self, ctx):
         raise NotImplementedError(f"{type(self).__name__} does not provide per-example Jacobians")
 

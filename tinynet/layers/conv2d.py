@@ -80,6 +80,7 @@ class Conv2d(Stage):
         self.K = self.in_channels * self.kh * self.kw
         self.n_params = self.K * self.out_channels + self.out_channels
         self.share = None        # output positions P, known once the input shape is
+        self._idx = self._zb = None
 
     def __repr__(self):
         def f(a, b):
@@ -181,7 +182,7 @@ class Conv2d(Stage):
         return R
 
     def _zero_bias(self, dtype):
-        z = getattr(self, "_zb", None)
+        z = self._zb
         if z is None or z.dtype != dtype:
             z = self._zb = self.bk.zeros(self.out_channels, dtype)
         return z
@@ -241,7 +242,7 @@ class Conv2d(Stage):
     # at parameter k*O + o, b[o] at K*O + o; idx[q, k] is the input entry that
     # patch entry k of position q reads (-1 in the padding).
     def _index_map(self):
-        if getattr(self, "_idx", None) is None:
+        if self._idx is None:
             C, H, W = self.in_shape
             e = np.arange(C * H * W, dtype=np.float64).reshape(1, -1) + 1.0   # 0 marks padding
             U = np.empty((self.share, self.K))
@@ -276,7 +277,7 @@ class Conv2d(Stage):
         n = ctx[0].shape[0]
         W = np.asarray(self.bk.to_host(self.WT), dtype=np.float64).T          # (O, K)
         J = np.einsum("ok,qkm->oqm", W, self._unfold_matrix()).reshape(self.out_channels * self.share, -1)
-        return np.broadcast_to(J, (n,) + J.shape).astype(np.asarray(self.bk.to_host(ctx[0])).dtype)
+        return np.broadcast_to(J, (n,) + J.shape).astype(ctx[0].dtype)
 
     # -- second-order pieces (seed 001, "The Hessian"; see Linear) ----------------------------------
     # a[o, q] = sum_k W[o, k] U[q, k](z) + b[o], U linear in z: the only nonzero
@@ -356,15 +357,16 @@ class Conv2d(Stage):
             out = t if out is None else out + t
         return self._chw_host(out)
 
-    def vjp_many(self, ctx, Wv, need_in=True):
-        U = self._U_host(ctx)
+    def vjp_many(self, ctx, Wv, need_in=True, need_x=True):
         Cd = Wv.shape[0]
         Wr = self._rows_host(Wv)                                                  # (C, n, P, O)
-        k = self.K * self.out_channels
-        gX = np.empty((Cd, self.n_params), dtype=np.result_type(Wv, U))
-        gX[:, :k] = np.einsum("npk,cnpo->cko", U, Wr).reshape(Cd, k)
-        gX[:, k:] = Wr.sum(axis=(1, 2))
-        dZ = None
+        gX = dZ = None
+        if need_x:
+            U = self._U_host(ctx)
+            k = self.K * self.out_channels
+            gX = np.empty((Cd, self.n_params), dtype=np.result_type(Wv, U))
+            gX[:, :k] = np.einsum("npk,cnpo->cko", U, Wr).reshape(Cd, k)
+            gX[:, k:] = Wr.sum(axis=(1, 2))
         if need_in:
             W = np.asarray(self.bk.to_host(self.WT)).T                           # (O, K)
             dZ = self._col2im_host(Wr @ W)

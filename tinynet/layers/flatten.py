@@ -62,7 +62,7 @@ class Flatten(Stage):
     def jvp_many(self, ctx, dZ, dX):
         return dZ
 
-    def vjp_many(self, ctx, Wv, need_in=True):
+    def vjp_many(self, ctx, Wv, need_in=True, need_x=True):
         return (Wv if need_in else None), None
 
     def hvp_x_many(self, ctx, B, dZ, dX):

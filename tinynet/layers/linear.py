@@ -238,16 +238,21 @@ class Linear(Stage):
             out = t if out is None else out + t
         return out
 
-    def vjp_many(self, ctx, Wv, need_in=True):
-        """(grad_z f^T w (C, n, i) or None, sum_n grad_x f^T w (C, p)) for C
-        backward vectors Wv (C, n, o)."""
-        h = np.asarray(self.bk.to_host(ctx[0]))
-        C = Wv.shape[0]
-        gX = np.empty((C, self.n_params), dtype=np.result_type(Wv, h))
-        k = self.n_in * self.n_out
-        np.matmul(h.T, Wv, out=gX[:, :k].reshape(C, self.n_in, self.n_out))   # H^T W_c = dW_c^T
-        np.sum(Wv, axis=1, out=gX[:, k:])
-        dZ = (Wv @ self._WT_host().T) if need_in else None
+    def vjp_many(self, ctx, Wv, need_in=True, need_x=True):
+        """(grad_z f^T w (C, n, i) or None, sum_n grad_x f^T w (C, p) or None) for
+        C backward vectors Wv (C, n, o); need_in / need_x: which of the two to form."""
+        gX = None
+        if need_x:
+            h = np.asarray(self.bk.to_host(ctx[0]))
+            C = Wv.shape[0]
+            gX = np.empty((C, self.n_params), dtype=np.result_type(Wv, h))
+            k = self.n_in * self.n_out
+            np.matmul(h.T, Wv, out=gX[:, :k].reshape(C, self.n_in, self.n_out))   # H^T W_c = dW_c^T
+            np.sum(Wv, axis=1, out=gX[:, k:])
+        dZ = None
+        if need_in:          # one GEMM over all C*n rows (a batched matmul would loop over C)
+            C, n = Wv.shape[:2]
+            dZ = (Wv.reshape(C * n, self.n_out) @ self._WT_host().T).reshape(C, n, self.n_in)
         return dZ, gX
 
     def hvp_x_many(self, ctx, B, dZ, dX):

@@ -67,7 +67,7 @@ class MaxPool2d(Pool2d):
         K.maxpool_jvp_cpu(self._stack(dZ), A, dY)
         return dY.reshape(dZ.shape[:2] + (self.d_out,))
 
-    def vjp_many(self, ctx, Wv, need_in=True):
+    def vjp_many(self, ctx, Wv, need_in=True, need_x=True):
         if not need_in:
             return None, None
         A = np.tile(self.argmax(ctx), (Wv.shape[0], 1))

@@ -49,9 +49,6 @@ def kron_indices(net):
     return idx
 
 
-linear_indices = kron_indices    # the name from the time only Linear stages had rows
-
-
 def shares(net):
     """{stage index: rows per example} of the Kronecker stages (1 Linear, Ho*Wo Conv2d)."""
     return {i: int(net.layers[i].share) for i in kron_indices(net)}

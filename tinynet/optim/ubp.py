@@ -273,7 +273,7 @@ def _through(stage, ctx, J):
     vjp_many with the k rows of J as directions (one GEMM for Linear)."""
     if J is None:
         return None
-    dZ, _ = stage.vjp_many(ctx, np.ascontiguousarray(J.transpose(1, 0, 2)))
+    dZ, _ = stage.vjp_many(ctx, np.ascontiguousarray(J.transpose(1, 0, 2)), need_x=False)
     return np.ascontiguousarray(dZ.transpose(1, 0, 2)).astype(J.dtype, copy=False)
 
 
