@@ -7,6 +7,7 @@ from cli.data import data
 from cli.inspect import inspect
 from cli.plot import plot
 from cli.train import train
+from cli.tune import tune
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,10 +16,10 @@ def main():
     """tinynet: second-order optimization of deep nets, every matrix explicit.
 
     Start with `tinynet train` (SGD on the MNIST autoencoder of the thesis,
-    MNIST ships with the package), then `tinynet plot runs/*`."""
+    MNIST ships with the package), then `tinynet plot runs/*`; `tinynet tune` searches hyperparameters."""
 
 
-COMMANDS = [train, plot, data, inspect]
+COMMANDS = [train, tune, plot, data, inspect]
 for _command in COMMANDS:
     main.add_command(_command)
 

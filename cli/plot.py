@@ -1,6 +1,9 @@
 """`tinynet plot RUN... --x updates|time --out fig.png`: the loss curves of
 several runs on one log-scale figure, as the thesis draws them (loss against
-updates or against training seconds)."""
+updates or against training seconds).
+
+`tinynet plot SEARCH...` with `tinynet tune` folders draws their scatter plots
+side by side instead (thesis figures 2.2 and 4.1, tinynet.tune.plot)."""
 import math
 import os
 
@@ -26,6 +29,8 @@ def plot(runs, x_axis, columns, out, title, linear):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if all(os.path.exists(os.path.join(r, "tune.json")) for r in runs):
+        return _plot_searches(runs, out, title)
     columns = columns or ("train_loss",)
     xkey = "step" if x_axis == "updates" else "seconds"
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -61,3 +66,22 @@ def plot(runs, x_axis, columns, out, title, linear):
     fig.savefig(out, dpi=120)
     plt.close(fig)
     click.echo(f"wrote {out} ({drawn} curve(s))")
+
+
+def _plot_searches(folders, out, title):
+    from tinynet.tune.plot import read_search, scatter
+    searches, titles, costs = [], [], set()
+    for folder in folders:
+        try:
+            res, settings = read_search(folder)
+        except (OSError, ValueError, KeyError) as e:
+            raise click.ClickException(f"{folder}: cannot read the search ({e})")
+        if not len(res):
+            raise click.ClickException(f"{folder}: the search has no finished trial yet")
+        searches.append(res)
+        costs.add(settings.get("cost", "train"))
+        titles.append(f"{settings['method']} search, {len(res)} trials: {settings['optimizer']} on {settings['model']}")
+    if title:
+        titles = [title] * len(titles) if len(titles) == 1 else [f"{title}: {t}" for t in titles]
+    scatter(searches, out, titles=titles, cost_label="final " + "/".join(sorted(costs)) + " loss")
+    click.echo(f"wrote {out} ({len(searches)} search(es))")

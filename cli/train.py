@@ -58,6 +58,9 @@ RUN_OPTIONS = [
     click.option("--overwrite", is_flag=True, help="replace the run in --out"),
     click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                  help="data folder (MNIST: default the packaged copy; CIFAR-10: default $TINYNET_DATA)"),
+    click.option("--init-scale", type=float, default=None,
+                 help="alpha of the initialization: Var W = alpha x Glorot's (He's before a ReLU) variance "
+                      "(thesis 2.4.2; default 1)"),
     click.option("--divergence-factor", type=float, default=100.0, show_default=True,
                  help="stop when the minibatch loss exceeds this multiple of the initial loss"),
     click.option("--quiet", "-q", is_flag=True, help="no progress line"),
@@ -211,7 +214,9 @@ def train(ctx, **kw):
         raise click.ClickException(str(e))
 
     dtype = np.dtype(kw["dtype"]).type
-    net = build_model(model, dtype=dtype, seed=kw["seed"], device=kw["device"], **given)
+    if kw["init_scale"] is not None and not kw["init_scale"] > 0:
+        raise click.BadParameter(f"must be > 0, got {kw['init_scale']:g}", param_hint="--init-scale")
+    net = build_model(model, dtype=dtype, seed=kw["seed"], device=kw["device"], alpha=kw["init_scale"], **given)
     try:
         opt = build_optimizer(opt_name, net, kw["lr"], defaults={"seed": kw["seed"]}, **explicit)
     except (ValueError, TypeError) as e:
@@ -223,6 +228,8 @@ def train(ctx, **kw):
     out = kw["out"] or os.path.join("runs", f"{model}-{opt_name}-{time.strftime('%Y%m%d-%H%M%S')}")
     meta = dict(model=model, dataset=dataset, optimizer=opt_name, lr=opt.lr, dtype=kw["dtype"],
                 options={k: v for k, v in explicit.items()})
+    if kw["init_scale"] is not None:
+        meta["init_scale"] = kw["init_scale"]
     if model_opts and not _older_run_with_defaults(out, kw["resume"], model, model_opts):
         meta["model_options"] = model_opts   # the architecture, defaults included (resume checks it)
     cfg = TrainConfig(batch_size=kw["batch_size"], steps=steps, epochs=kw["epochs"],

@@ -1,0 +1,99 @@
+"""`tinynet tune` through click's CliRunner (jobs 1: in-process) on tiny-mlp:
+the folder it writes, the best trial's command reproducing its loss exactly,
+diverged trials, resume, usage errors, and `tinynet plot` of search folders."""
+import csv
+import json
+import shlex
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+
+SPACE = "lr=log:1e-3:3,init_scale=log:0.1:10"
+BASE = ["tune", "--model", "tiny-mlp", "--optimizer", "sgd", "--steps", "15", "--eval-subset", "300",
+        "--jobs", "1", "--seed", "3"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def search_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tune") / "s"
+    r = invoke(*BASE, "--space", SPACE, "--method", "brs", "--trials", "6", "--out", str(d), "--",
+               "--batch-size", "50")
+    return d, r
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tune_writes_the_folder_and_the_reproducing_command(search_dir, tmp_path):
+    d, r = search_dir
+    assert r.exit_code == 0, r.output
+    for name in ("tune.json", "trials.csv", "trials.csv.json", "best.json", "scatter.png"):
+        assert (d / name).exists(), name
+    rows = _rows(d / "trials.csv")
+    assert [int(x["index"]) for x in rows] == list(range(6))
+    assert all(x["status"] == "ok" and float(x["cost"]) == float(x["train_loss"]) for x in rows)
+    best = json.loads((d / "best.json").read_text())
+    assert best["best_cost"] == min(float(x["cost"]) for x in rows)
+    assert f"[6/6]" in r.output and "ETA" in r.output and "reproduce: tinynet train" in r.output
+    # the printed command, run as it is, gives the trial's loss exactly
+    argv = shlex.split(best["command"])[1:] + ["--out", str(tmp_path / "rerun"), "-q"]
+    assert "--batch-size" in argv and "--init-scale" in argv
+    rr = invoke(*argv)
+    assert rr.exit_code == 0, rr.output
+    res = json.loads((tmp_path / "rerun" / "result.json").read_text())
+    assert res["train_loss"] == best["best_cost"]
+
+
+def test_tune_resume_extends_and_refuses_changed_settings(search_dir):
+    d, _ = search_dir
+    r = invoke(*BASE, "--space", SPACE, "--method", "brs", "--trials", "8", "--out", str(d), "--resume", "--",
+               "--batch-size", "50")
+    assert r.exit_code == 0, r.output
+    assert "resuming after 6 trials" in r.output and len(_rows(d / "trials.csv")) == 8
+    r = invoke(*BASE, "--space", SPACE, "--method", "random", "--trials", "8", "--out", str(d), "--resume",
+               "--", "--batch-size", "50")
+    assert r.exit_code == 2 and "method 'brs' (now 'random')" in r.output
+    r = invoke(*BASE, "--space", SPACE, "--trials", "8", "--out", str(d), "--", "--batch-size", "50")
+    assert r.exit_code == 2 and "already holds a search" in r.output
+
+
+def test_plot_draws_search_folders(search_dir, tmp_path):
+    d, _ = search_dir
+    out = tmp_path / "s.png"
+    r = invoke("plot", str(d), str(d), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert out.stat().st_size > 10_000 and "2 search(es)" in r.output
+
+
+def test_diverged_trials_are_recorded(tmp_path):
+    r = invoke(*BASE, "--space", "lr=log:1e5:1e7", "--method", "random", "--trials", "3",
+               "--out", str(tmp_path / "d"), "-q")
+    assert r.exit_code == 0, r.output
+    rows = _rows(tmp_path / "d" / "trials.csv")
+    assert [x["status"] for x in rows] == ["diverged"] * 3 and all(x["cost"] == "inf" for x in rows)
+    assert "3 diverged" in r.output and "no trial finished with a finite cost" in r.output
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--space", "lr=cube:1:2"], "unknown kind 'cube'"),
+    (["--space", "rho=lin:0:0.9"], "rho: not a hyperparameter of sgd"),
+    (["--space", "lr=log:1e-3:1", "--", "--beta1", "0.9"], "does not take --beta1"),
+    (["--space", "lr=log:1e-3:1", "--", "--lr", "0.1"], "both searched"),
+    (["--space", "lr=log:1e-3:1", "--", "--steps", "5"], "--steps: set by tinynet tune itself"),
+    (["--space", "lr=log:1e-3:1", "--", "--no-such"], "No such option"),
+    (["--space", "init_scale=log:0.1:1", "--method", "grid", "--", "--init-scale", "2"], "both searched"),
+], ids=["bad-space", "unknown-hyperparameter", "option-of-another-method", "searched-and-fixed",
+        "tune-owned-option", "unknown-train-option", "init-scale-twice"])
+def test_usage_errors(tmp_path, args, msg):
+    r = invoke(*BASE, "--out", str(tmp_path / "u"), *args)
+    assert r.exit_code == 2, r.output
+    assert msg in r.output
+    assert not (tmp_path / "u").exists()         # nothing written for a refused search

@@ -1,0 +1,110 @@
+"""Trials in worker processes: `jobs` processes started by spawn (a fresh
+interpreter: no state or threads inherited from the caller), each with one
+BLAS / Numba thread so that J workers on J cores do not oversubscribe them.
+
+Workers ignore SIGINT: Ctrl-C reaches the search driver, which stops handing
+out trials, ends the workers and leaves the results file with every trial that
+finished (a resumed search reruns the ones in flight). A worker that dies (a
+crash in native code, the OOM killer) fails the trials it held; the pool is
+started again and the search goes on.
+"""
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import pickle
+import signal
+from concurrent.futures.process import BrokenProcessPool
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+               "NUMBA_NUM_THREADS")
+
+
+def _init_worker():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run(objective, params):
+    from tinynet.tune.search import run_objective
+    return run_objective(objective, params)
+
+
+class _OneThreadEnv:
+    """The thread-count variables set to 1 while workers are spawned (they read
+    them at import time); the caller's environment is restored afterwards."""
+
+    def __enter__(self):
+        self.saved = {k: os.environ.get(k) for k in THREAD_VARS}
+        for k in THREAD_VARS:
+            os.environ[k] = "1"
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        return False
+
+
+def _pool(jobs):
+    with _OneThreadEnv():
+        pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                                      initializer=_init_worker)
+        # start every worker now, under the one-thread environment
+        list(pool.map(abs, range(jobs)))
+    return pool
+
+
+def run_parallel(objective, proposer, trials, jobs, done, rfile, record):
+    from tinynet.tune.search import Trial
+    try:
+        pickle.dumps(objective)
+    except Exception as e:   # noqa: BLE001
+        raise TypeError(f"with jobs > 1 the objective must be picklable (a module-level function or "
+                        f"class instance): {e}") from None
+    pending = {}             # future -> (index, params, draws)
+    finished = dict(done)    # results waiting for the lower indexes before they are written
+    written = len(done)
+    nxt = len(done)
+    pool = _pool(jobs)
+    try:
+        while nxt < trials or pending:
+            while len(pending) < jobs and nxt < trials and proposer.ready(nxt, finished):
+                params, draws = proposer.propose(nxt, finished)
+                pending[pool.submit(_run, objective, params)] = (nxt, params, draws)
+                nxt += 1
+            ready, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            broken = False
+            for fut in ready:
+                i, params, draws = pending.pop(fut)
+                try:
+                    out, secs = fut.result()
+                    t = Trial(i, params, float(out.cost), out.status, secs, draws, dict(out.info), out.error)
+                except BrokenProcessPool:
+                    broken = True
+                    t = Trial(i, params, float("nan"), "failed", 0.0, draws,
+                              error="the worker process died during this trial (a crash in native code "
+                                    "or the out-of-memory killer)")
+                finished[i] = t
+            while written in finished:
+                t = finished[written]
+                if rfile:
+                    rfile.append(t)
+                record(t)
+                written += 1
+            if broken:
+                _stop(pool)
+                pool = _pool(jobs)
+    except BaseException:
+        _stop(pool)            # Ctrl-C or an error: the trials in flight are not waited for
+        raise
+    pool.shutdown(wait=True)
+
+
+def _stop(pool):
+    # the executor has no public way to end a running task: terminate its processes
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
