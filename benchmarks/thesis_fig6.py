@@ -1,6 +1,6 @@
 """Thesis figures 6.1-6.3 and the per-step cost of the chapter-6 methods.
 
-  python benchmarks/thesis_fig6.py [--budget SECONDS] [--sweep-seconds S] [--cost-repeats R]
+  python benchmarks/thesis_fig6.py [--budget SECONDS] [--sweep-seconds S] [--tune-trials N] [--cost-repeats R]
                                    [--data-dir DIR] [--skip-cifar] [--skip-figures]
 
 1. Cost: one step of each method on the MNIST autoencoder (batch 200, float32,
@@ -10,11 +10,13 @@
    factor statistics every 10 and every step, inverses every 100 updates, with
    and without its trust region (kl_clip).
 2. Figures (thesis 6.5): minibatch 200, amortization T = 100 (6.5.2). Each
-   method's hyperparameters are picked by a small sweep over the candidates in
-   CANDIDATES (3 per method): each candidate trains for `--sweep-seconds` of
-   training time and the lowest training loss (or error, on CIFAR) wins; the
-   winner is then run for `--budget` seconds. The candidate grids come from
-   benchmarks/chapter6_sweep.py (per-update sweep, results/chapter6_sweep.md).
+   method's hyperparameters are picked by tinynet.tune over its space in
+   SPACES (`--tune-method`, default biased random search, thesis algorithm 1;
+   `--tune-trials` trials, each training for `--sweep-seconds` of training
+   time: the stated budget); the lowest training loss (or error, on CIFAR)
+   wins and is then run for `--budget` seconds. The spaces span the ranges
+   that benchmarks/chapter6_sweep.py (per-update sweep,
+   results/chapter6_sweep.md) found good.
    6.1: SGD, mean-only BN + SGD, centered, ACP (fixed alpha) on the
    autoencoder; 6.2: ACP fixed / heuristic alpha, NNN, KFAC, BN + SGD, SGD on
    the autoencoder; 6.3: the CIFAR-10 MLP (train and test error), KFAC-GN and
@@ -39,6 +41,8 @@ import numpy as np
 from tinynet.data import load_dataset
 from tinynet.models import build_model
 from tinynet.optim import OPTIMIZERS
+from tinynet.tune import METHODS as TUNE_METHODS
+from tinynet.tune import search
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -64,34 +68,31 @@ FIG = {
 }
 
 
-def _lrs(*lrs):
-    return [dict(lr=lr) for lr in lrs]
-
-
-# the sweep's candidates, by model then optimizer (options on top of METHODS'):
-# autoencoder grids from benchmarks/chapter6_sweep.py (SGD: 0.3 - 0.5 best per
+# each method's search space, by model then method (options on top of METHODS'):
+# autoencoder ranges from benchmarks/chapter6_sweep.py (SGD: 0.3 - 0.5 best per
 # update, 1 diverges; ACP fixed alpha: lr / eps ~ 3 best, ~10 diverges; KFAC:
-# eps 1e-3 - 1e-2 with kl_clip 0.01 - 0.1); CIFAR-10 grids one decade wide
-# around the previous run's picks.
-_KFAC = [dict(lr=1.0, eps=1e-3, kl_clip=1e-2), dict(lr=1.0, eps=1e-2, kl_clip=0.1),
-         dict(lr=1.0, eps=3e-3, kl_clip=3e-2)]
-CANDIDATES = {
+# eps 1e-3 - 1e-2 with kl_clip 0.01 - 0.1, lr 1); CIFAR-10 ranges a decade or
+# so around the previous runs' picks.
+_KFAC = "eps=log:1e-3:1e-2,kl_clip=log:1e-2:1e-1"
+SPACES = {
     "mnist-autoencoder": {
-        "SGD": _lrs(0.1, 0.3, 0.5), "mean-only BN + SGD": _lrs(0.03, 0.1, 0.3), "BN + SGD": _lrs(0.03, 0.1, 0.3),
-        "centered": _lrs(0.1, 0.3, 1.0),
-        "ACP fixed alpha": [dict(lr=0.1, eps=0.03), dict(lr=0.3, eps=0.1), dict(lr=1.0, eps=0.3)],
-        "ACP heuristic alpha": [dict(lr=0.3, eps=1e-2), dict(lr=1.0, eps=1e-2), dict(lr=0.1, eps=3e-3)],
-        "NNN": [dict(lr=0.01, eps=1e-2), dict(lr=0.03, eps=1e-2), dict(lr=0.1, eps=1e-2)],
+        "SGD": "lr=log:0.1:1", "mean-only BN + SGD": "lr=log:0.01:0.3", "BN + SGD": "lr=log:0.01:0.3",
+        "centered": "lr=log:0.1:1",
+        "ACP fixed alpha": "lr=log:0.03:1,eps=log:0.01:0.3",
+        "ACP heuristic alpha": "lr=log:0.1:1,eps=log:3e-3:3e-2",
+        "NNN": "lr=log:0.003:0.1",
         "KFAC": _KFAC,
     },
     "cifar-mlp": {
-        "SGD": _lrs(0.01, 0.03, 0.1), "BN + SGD": _lrs(0.03, 0.1, 0.3),
-        "ACP fixed alpha": [dict(lr=0.01, eps=0.01), dict(lr=0.03, eps=0.01), dict(lr=0.1, eps=0.03)],
-        "ACP heuristic alpha": [dict(lr=0.03, eps=1e-3), dict(lr=0.1, eps=1e-3), dict(lr=0.3, eps=1e-2)],
-        "NNN": [dict(lr=0.003, eps=1e-2), dict(lr=0.01, eps=1e-2), dict(lr=0.03, eps=1e-2)],
+        "SGD": "lr=log:0.003:0.1", "BN + SGD": "lr=log:0.01:0.3",
+        "ACP fixed alpha": "lr=log:0.003:0.1,eps=log:0.003:0.03",
+        "ACP heuristic alpha": "lr=log:0.01:0.3,eps=log:1e-3:1e-2",
+        "NNN": "lr=log:1e-3:0.03",
         "KFAC-GN": _KFAC, "KFAC-Fisher": _KFAC,
     },
 }
+# fixed lr where the space has none (KFAC: lr 1 with the trust region setting the step), else eps
+FIXED = {"KFAC": dict(lr=1.0), "KFAC-GN": dict(lr=1.0), "KFAC-Fisher": dict(lr=1.0), "NNN": dict(eps=1e-2)}
 BATCH = 200
 
 
@@ -150,10 +151,13 @@ def score(h, model):
     return v if np.isfinite(h[-1, 2]) else np.inf
 
 
-def sweep(model, method, data, seconds, eval_every):
-    """[(candidate, score)] of each candidate after `seconds` of training."""
-    return [(c, score(run(model, method, c, data, seconds, eval_every), model))
-            for c in CANDIDATES[model][method]]
+def sweep(model, method, data, seconds, eval_every, trials, how="brs"):
+    """[(candidate, score)] of the trials of a tinynet.tune search over the
+    method's space, each after `seconds` of training."""
+    fixed = FIXED.get(method, {})
+    res = search(lambda p: score(run(model, method, {**fixed, **p}, data, seconds, eval_every), model),
+                 SPACES[model][method], method=how, trials=trials, seed=0)
+    return [({**fixed, **t.params}, t.cost) for t in res]
 
 
 def cost_table(repeats, X):
@@ -239,7 +243,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budget", type=float, default=60.0, help="training seconds per run (default 60)")
     ap.add_argument("--sweep-seconds", type=float, default=None,
-                    help="training seconds per sweep candidate (default budget / 3)")
+                    help="training seconds per search trial (default budget / 3)")
+    ap.add_argument("--tune-trials", type=int, default=4, help="trials of each method's search")
+    ap.add_argument("--tune-method", choices=TUNE_METHODS, default="brs")
     ap.add_argument("--cost-repeats", type=int, default=7)
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--data-dir", default=os.environ.get("TINYNET_DATA", "/work/shared/data/cifar10"))
@@ -252,6 +258,7 @@ def main(argv=None):
     t_start = time.time()
     lines = ["# Thesis figures 6.1-6.3 and per-step costs (chapter 6)", "",
              f"Command: `python benchmarks/thesis_fig6.py --budget {args.budget:g} --sweep-seconds {sweep_s:g} "
+             f"--tune-trials {args.tune_trials} --tune-method {args.tune_method} "
              f"--cost-repeats {args.cost_repeats}" + (" --skip-cifar" if args.skip_cifar else "")
              + (" --skip-figures" if args.skip_figures else "")
              + f"`; CPU backend, float32, {os.cpu_count()} cores, "
@@ -286,7 +293,7 @@ def main(argv=None):
             for method in FIG[fig][1]:
                 key = (model, method)
                 if key not in cache:
-                    scores = sweep(model, method, d3, sweep_s, args.eval_every)
+                    scores = sweep(model, method, d3, sweep_s, args.eval_every, args.tune_trials, args.tune_method)
                     best = min(scores, key=lambda cs: cs[1])[0]
                     cache[key] = (best, run(model, method, best, d3, args.budget, args.eval_every), scores)
                     h = cache[key][1]
@@ -298,13 +305,14 @@ def main(argv=None):
             plot(fig, model, hists, os.path.join(RESULTS, png))
             crit = "training loss" if model == "mnist-autoencoder" else "training error"
             lines += [f"## Figure {fig}: {model}", "", f"![figure {fig}]({png})", "",
-                      "| method | picked by the sweep | updates | train loss | test loss | train err | test err |",
+                      "| method | picked by the search | updates | train loss | test loss | train err | test err |",
                       "|---|---|---:|---:|---:|---:|---:|"]
             for m, (cand, h) in hists.items():
                 e = (lambda v: "" if np.isnan(v) else f"{100 * v:.1f}%")
                 lines.append(f"| {m} | {label(cand)} | {int(h[-1, 0])} | {h[-1, 2]:.4g} | {h[-1, 3]:.4g} | "
                              f"{e(h[-1, 4])} | {e(h[-1, 5])} |")
-            lines += ["", f"Sweep ({crit} after {sweep_s:g} s per candidate; inf = diverged):", ""]
+            lines += ["", f"Search ({args.tune_method}, {args.tune_trials} trials per method over SPACES; "
+                      f"{crit} after {sweep_s:g} s per trial; inf = diverged):", ""]
             lines += [f"- {m}: " + "; ".join(f"{label(c)}: {v:.4g}" for c, v in sc) for m, sc in sweeps.items()]
             lines.append("")
             if fig == "6.2":
@@ -312,7 +320,8 @@ def main(argv=None):
                 lines += ["### Quality check (issue 6): below SGD at equal training time", "",
                           f"Training loss at {t_eq:.1f} s of training (SGD: {at['SGD']:.2f}):", "",
                           "| method | train loss | below SGD |", "|---|---:|---|"] + rows + [""]
-    lines += [f"Training budget {args.budget:g} s per run after a sweep of {sweep_s:g} s per candidate; "
+    lines += [f"Training budget {args.budget:g} s per run after a search of {args.tune_trials} x "
+              f"{sweep_s:g} s per method; "
               f"total wall time {time.time() - t_start:.0f} s.", ""]
     # the cost table alone goes to its own file, so that it never replaces the figures' results
     out = "thesis_fig6_cost.md" if args.skip_figures else "thesis_fig6.md"

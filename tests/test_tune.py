@@ -303,3 +303,20 @@ def test_parallel_search_is_reproducible(tmp_path):
                                                                   trials=16, seed=2)]
     with pytest.raises(TypeError, match="picklable"):
         tune.search(lambda p: 0.0, VALLEY, method="random", trials=2, jobs=2)
+
+
+def crashy(p):
+    """Kills its own process (as a segfault in native code would) for x > 0.7."""
+    if p["x"] > 0.7:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return p["x"] ** 2
+
+
+@pytest.mark.slow   # three pools of spawned workers: ~15 s
+def test_a_trial_that_kills_its_worker_fails_alone():
+    """Grid x = 0.125, 0.375, 0.625, 0.875: the last kills its worker while the
+    third runs beside it; the third is rerun alone and keeps its result."""
+    res = tune.search(crashy, "x=lin:0:1", method="grid", trials=4, seed=0, jobs=2)
+    bad = [t for t in res if t.params["x"] > 0.7]
+    assert len(bad) == 1 and all(t.status == "failed" and "killed its worker" in t.error for t in bad)
+    assert all(t.status == "ok" and t.cost == t.params["x"] ** 2 for t in res if t.params["x"] <= 0.7)

@@ -4,9 +4,10 @@ BLAS / Numba thread so that J workers on J cores do not oversubscribe them.
 
 Workers ignore SIGINT: Ctrl-C reaches the search driver, which stops handing
 out trials, ends the workers and leaves the results file with every trial that
-finished (a resumed search reruns the ones in flight). A worker that dies (a
-crash in native code, the OOM killer) fails the trials it held; the pool is
-started again and the search goes on.
+finished (a resumed search reruns the ones in flight). When a worker dies (a crash in native
+code, the OOM killer), the pool is started again and each trial that was in
+flight runs once more on its own: the one that kills its worker alone is
+recorded as failed, and the search goes on.
 """
 import concurrent.futures as cf
 import multiprocessing as mp
@@ -56,6 +57,10 @@ def _pool(jobs):
 
 
 def run_parallel(objective, proposer, trials, jobs, done, rfile, record):
+    """Run the trials not in `done`, `jobs` at a time; results are written and
+    recorded in index order. When a worker dies, every trial in flight is run
+    again alone in a fresh pool: the one that kills its worker alone is failed,
+    the others (innocent neighbours) get their real result."""
     from tinynet.tune.search import Trial
     try:
         pickle.dumps(objective)
@@ -64,28 +69,39 @@ def run_parallel(objective, proposer, trials, jobs, done, rfile, record):
                         f"class instance): {e}") from None
     pending = {}             # future -> (index, params, draws)
     finished = dict(done)    # results waiting for the lower indexes before they are written
+    suspects = []            # trials in flight when a worker died, rerun one at a time
+    solo = False             # the trial in flight is a suspect run alone
     written = len(done)
     nxt = len(done)
     pool = _pool(jobs)
     try:
-        while nxt < trials or pending:
-            while len(pending) < jobs and nxt < trials and proposer.ready(nxt, finished):
+        while nxt < trials or pending or suspects:
+            if suspects and not pending:
+                i, params, draws = suspects.pop(0)
+                pending[pool.submit(_run, objective, params)] = (i, params, draws)
+                solo = True
+            while not suspects and len(pending) < jobs and nxt < trials and proposer.ready(nxt, finished):
                 params, draws = proposer.propose(nxt, finished)
                 pending[pool.submit(_run, objective, params)] = (nxt, params, draws)
                 nxt += 1
+                solo = False
             ready, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
             broken = False
             for fut in ready:
                 i, params, draws = pending.pop(fut)
                 try:
                     out, secs = fut.result()
-                    t = Trial(i, params, float(out.cost), out.status, secs, draws, dict(out.info), out.error)
                 except BrokenProcessPool:
                     broken = True
-                    t = Trial(i, params, float("nan"), "failed", 0.0, draws,
-                              error="the worker process died during this trial (a crash in native code "
-                                    "or the out-of-memory killer)")
-                finished[i] = t
+                    if not solo:
+                        suspects.append((i, params, draws))
+                        continue
+                    finished[i] = Trial(i, params, float("nan"), "failed", 0.0, draws,
+                                        error="the trial killed its worker process (a crash in native code, "
+                                              "the out-of-memory killer or a signal)")
+                    continue
+                finished[i] = Trial(i, params, float(out.cost), out.status, secs, draws, dict(out.info),
+                                    out.error)
             while written in finished:
                 t = finished[written]
                 if rfile:
@@ -93,6 +109,10 @@ def run_parallel(objective, proposer, trials, jobs, done, rfile, record):
                 record(t)
                 written += 1
             if broken:
+                for fut, item in pending.items():     # the rest of the pool's trials die with it
+                    suspects.append(item)
+                pending.clear()
+                suspects.sort()
                 _stop(pool)
                 pool = _pool(jobs)
     except BaseException:
