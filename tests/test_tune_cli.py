@@ -97,3 +97,19 @@ def test_usage_errors(tmp_path, args, msg):
     assert r.exit_code == 2, r.output
     assert msg in r.output
     assert not (tmp_path / "u").exists()         # nothing written for a refused search
+
+
+@pytest.mark.slow    # two spawned workers, each loading MNIST: ~10 s
+def test_worker_processes_give_the_in_process_results(tmp_path):
+    """--jobs 2 (training runs in spawned workers, one BLAS thread each) records
+    the same trials and losses as --jobs 1: random search's points do not
+    depend on the history, and a CPU training run is deterministic."""
+    rows = {}
+    for jobs in ("1", "2"):
+        args = list(BASE)
+        args[args.index("--jobs") + 1] = jobs
+        r = invoke(*args, "--space", SPACE, "--method", "random", "--trials", "4", "--out", str(tmp_path / jobs),
+                   "-q", "--", "--batch-size", "50")
+        assert r.exit_code == 0, r.output
+        rows[jobs] = [{k: v for k, v in x.items() if k != "seconds"} for x in _rows(tmp_path / jobs / "trials.csv")]
+    assert rows["1"] == rows["2"] and len(rows["1"]) == 4
