@@ -7,9 +7,21 @@
   tinynet inspect --model tiny-mlp --check
   tinynet inspect --model tiny-cnn --matrix G --batch 8 --out G.png   (a 216-parameter CNN)
 
+  tinynet inspect --model tiny-mlp --matrix kron_vs_exact --layer 1 --batch 32 --out k.png
+  tinynet inspect --model cifar-mlp --matrix H_block --layer 3 --batch 32 --out h.png   (10,100 x 10,100)
+  tinynet inspect --model mnist-autoencoder --matrix H --spectrum --top-k 10 --batch 200
+
 Matrices: seed 001's M, N, D_x, D_x_shift, D_b, B_b, D_xx, D_xz, D_zx, D_zz, T1-T4
 and H for one example (tinynet.curvature.matrices); H, G (Gauss-Newton) and F
-(Fisher) of the batch-mean loss over --batch examples starting at --example.
+(Fisher) of the batch-mean loss over --batch examples starting at --example;
+the chapter-6 and block matrices of --layer L (and --layer2 K): kfac_A, kfac_G,
+cov, H_block, G_block, F_block, kron_vs_exact (tinynet.curvature.block and
+.kronecker; L, K are block indices: positions among the stages WITH parameters,
+as `--list` shows them). A heatmap of a matrix wider than 600 is a down-sampled
+view (means of f x f tiles) and the full matrix goes to the .npz beside it.
+--spectrum prints and plots eigenvalues instead: dense eigvalsh of the matrix,
+or, for H / G / F too big for the dense guard (or with --lanczos), the --top-k
+largest by scipy's Lanczos (eigsh) over hvp / gvp / fvp (tinynet.curvature.spectrum).
 --model takes a name of tinynet.models.MODELS or `mlp:SIZES[:ACT[:LOSS]]`
 (e.g. mlp:3-2-2:tanh:mse) for a small MLP: with 49 or 784 inputs it reads
 MNIST (7x7 pooled / full), with any other input size seeded random data.
@@ -32,7 +44,18 @@ SEED_MATRICES = ("M", "N", "D_x", "D_x_shift", "D_b", "B_b", "D_xx", "D_xz", "D_
 BATCH_MATRICES = {"H": "the Hessian of the batch-mean loss (tinynet.curvature.hessian)",
                   "G": "Gauss-Newton mean_i J_i^T D(f_i, y_i) J_i, D = d2l/df2 (thesis table 3.I)",
                   "F": "Fisher mean_i J_i^T D(f_i) J_i of the predictive distribution (table 3.II)"}
-CHOICES = list(SEED_MATRICES) + ["G", "F"]
+CHAPTER6 = {
+    "kfac_A": "KFAC activation factor A = E[(h^T 1)^T (h^T 1)] of the layer, bias last (thesis 6.2.2)",
+    "kfac_G": "KFAC output factor G = E[J_a^T D J_a] of the layer (6.2.2; --kfac-curvature gn: exact, "
+              "fisher: sampled targets)",
+    "cov": "input covariance C = E[(h - mu)(h - mu)^T] of the layer (6.1.1); the mean mu is in the .npz",
+    "H_block": "exact Hessian block H_lk between --layer l and --layer2 k (tinynet.curvature.hessian_block)",
+    "G_block": "exact Gauss-Newton block G_lk (tinynet.curvature.gauss_newton_block)",
+    "F_block": "exact Fisher block F_lk (tinynet.curvature.fisher_block, --fisher-kind)",
+    "kron_vs_exact": "KFAC's A ⊗ G beside the exact GN (or Fisher) block it approximates, and their difference",
+}
+CHOICES = list(SEED_MATRICES) + ["G", "F"] + list(CHAPTER6)
+MAX_PIXELS = 600          # heatmaps wider than this are down-sampled views
 
 
 def build(model, seed):
@@ -155,14 +178,164 @@ def compute(net, name, X, Y, fisher_kind, seed):
         rows, cols, rl, cl, cv.NAMES[name]
 
 
+def downsample(A, f):
+    """Means of the f x f tiles of A (the last tiles may be partial)."""
+    h, w = A.shape
+    H, W = -(-h // f), -(-w // f)
+    pad = np.full((H * f, W * f), np.nan)
+    pad[:h, :w] = A
+    return np.nanmean(pad.reshape(H, f, W, f), axis=(1, 3))
+
+
+def block_axis(net, l):
+    """(sizes, labels) of block l's parameters: its W and b parts ("fc2 W", "fc2 b")
+    or one part named by the stage."""
+    names = stage_names(net)
+    i, s = cv.block_index(net, l, "--layer")
+    stage, n = net.layers[i], s.stop - s.start
+    if hasattr(stage, "split") and hasattr(stage, "W"):
+        nw = stage.split(np.zeros(n))[0].size
+        return [nw, n - nw], [f"{names[i]} W", f"{names[i]} b"]
+    return [n], [names[i]]
+
+
+def compute_chapter6(net, name, X, Y, layer, layer2, kfac_curvature, fisher_kind, seed):
+    """(array, row sizes, col sizes, row labels, col labels, meaning, extra arrays, panels)."""
+    names = stage_names(net)
+    k = layer if layer2 is None else layer2
+    batch = f", batch of {X.shape[0]}"
+    if name in ("H_block", "G_block", "F_block"):
+        if name == "H_block":
+            A = cv.hessian_block(net, X, Y, layer, k)
+        elif name == "G_block":
+            A = cv.gauss_newton_block(net, X, Y, layer, k)
+        else:
+            A = cv.fisher_block(net, X, layer, k, kind=fisher_kind, Y=Y, seed=seed)
+        (rows, rl), (cols, cl) = block_axis(net, layer), block_axis(net, k)
+        return A, rows, cols, rl, cl, CHAPTER6[name] + f" (l={layer}, k={k}){batch}", {}, None
+    if layer2 is not None:
+        raise click.BadParameter(f"--layer2 applies to H_block, G_block and F_block, not {name}",
+                                 param_hint="--layer2")
+    try:
+        i = cv.kronecker.kron_stage(net, layer, f"--matrix {name}")
+    except (ValueError, IndexError, TypeError) as e:
+        raise click.BadParameter(str(e), param_hint="--layer")
+    st, nm = net.layers[i], names[i]
+    fin, fout = st.fan_in, st.fan_out
+    what = "patch" if st.share > 1 else "h"
+    l = int(layer) % len(cv.block_slices(net))
+    if name == "cov":
+        mu, C = cv.input_moments(net, X)[l]
+        return C, [fin], [fin], [f"{nm} {what}"], [f"{nm} {what}"], CHAPTER6[name] + batch, {"mu": mu}, None
+    if name in ("kfac_A", "kfac_G"):
+        A, G = cv.kfac_factors(net, X, Y, kfac_curvature, exact=True, seed=seed)[l]
+        if name == "kfac_A":
+            return (np.asarray(A, dtype=np.float64), [fin, 1], [fin, 1], [f"{nm} {what}", "1 (bias)"],
+                    [f"{nm} {what}", "1 (bias)"], CHAPTER6[name] + batch, {}, None)
+        return (np.asarray(G, dtype=np.float64), [fout], [fout], [f"{nm} a"], [f"{nm} a"],
+                CHAPTER6[name] + f" ({kfac_curvature}){batch}", {}, None)
+    r = cv.kron_vs_exact(net, X, Y, l, kfac_curvature, seed=seed)
+    rows, labels = block_axis(net, l)
+    rel = np.abs(r["diff"]).max() / (np.abs(r["exact"]).max() or 1.0)
+    meaning = CHAPTER6[name] + f" ({kfac_curvature}){batch}; max |diff| / max |exact| = {rel:.2e}"
+    panels = [("A ⊗ G (KFAC)", r["kron"]), ("exact block", r["exact"]), ("A ⊗ G - exact", r["diff"])]
+    return r["diff"], rows, rows, labels, labels, meaning, {k: r[k] for k in ("A", "G", "kron", "exact")}, panels
+
+
+def spectrum(A):
+    """(values, what): eigenvalues of a symmetric A (descending), else its singular values."""
+    A = np.asarray(A, dtype=np.float64)
+    if A.shape[0] == A.shape[1] and np.allclose(A, A.T, rtol=1e-10, atol=1e-12 * (np.abs(A).max() or 1.0)):
+        return cv.eigenvalues(A), "eigenvalues (dense eigvalsh)"
+    return np.linalg.svd(A, compute_uv=False), "singular values (the matrix is not symmetric)"
+
+
+def show_spectrum(w, what, name, meaning, out, title, top_k):
+    k = min(top_k, len(w))
+    neg = int(np.sum(w < 0))
+    big = float(np.abs(w).max()) if len(w) else 0.0
+    nz = np.abs(w[np.abs(w) > len(w) * np.finfo(np.float64).eps * big])    # above round-off
+    cond = (big / nz.min()) if nz.size else float("inf")
+    with np.printoptions(precision=6, linewidth=160):
+        click.echo(f"{name}: {len(w)} {what} - {meaning}")
+        click.echo(f"largest {k}: {w[:k]}")
+        if len(w) > k and "Lanczos" not in what:
+            click.echo(f"smallest {k}: {w[-k:]}")
+        click.echo(f"negative: {neg}; max |value| / min |value| above round-off = {cond:.3e}")
+    if out is None:
+        return
+    if out.endswith(".npz"):
+        np.savez(out, eigenvalues=w)
+    elif out == "-" or out.endswith(".txt"):
+        if out == "-":
+            click.echo("\n".join(f"{v:.10g}" for v in w))
+        else:
+            np.savetxt(out, w, fmt="%.10g", header=f"{name} {what}: {meaning}")
+    elif out.endswith(".png"):
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        ax.plot(np.arange(1, len(w) + 1), w, marker="." if len(w) <= 200 else None, lw=1)
+        lin = float(nz.min()) if nz.size else 1.0
+        ax.set_yscale("symlog", linthresh=max(lin, 1e-12 * float(np.abs(w).max() or 1.0)))
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_xlabel("index (descending)")
+        ax.set_ylabel("value (symlog)")
+        ax.set_title(title + f"\n{what}; {neg} negative, ratio {cond:.2e}", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out, dpi=120)
+        plt.close(fig)
+    else:
+        raise click.BadParameter("--out must end in .png, .npz or .txt (or be - for stdout)", param_hint="--out")
+    if out != "-":
+        click.echo(f"wrote the {what} of {name} to {os.path.abspath(out)}")
+
+
 def heatmap(A, rows, cols, rlabels, clabels, title, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    h, w = A.shape
+    fig, ax = plt.subplots(figsize=_figsize(A.shape))
+    _panel(fig, ax, A, rows, cols, rlabels, clabels, title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def heatmap_panels(panels, rows, cols, rlabels, clabels, title, path):
+    """One heatmap per (name, matrix) side by side, each with its own colour scale."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    w, h = _figsize(panels[0][1].shape)
+    fig, axes = plt.subplots(1, len(panels), figsize=(min(24, w * len(panels) * 0.75), h))
+    for ax, (name, A) in zip(axes, panels):
+        _panel(fig, ax, A, rows, cols, rlabels, clabels, name)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _figsize(shape):
+    h, w = shape
     aspect = min(4.0, max(0.25, h / max(w, 1)))
-    fig, ax = plt.subplots(figsize=(9, max(3.5, min(14, 8 * aspect))))
-    vmax = float(np.abs(A).max()) or 1.0          # symmetric colour scale around 0
+    return 9, max(3.5, min(14, 8 * aspect))
+
+
+def _panel(fig, ax, A, rows, cols, rlabels, clabels, title):
+    f = -(-max(A.shape) // MAX_PIXELS)
+    if f > 1:                                     # a down-sampled view; the .npz has every entry
+        A = downsample(A, f)
+        rows, cols = [r / f for r in rows], [c / f for c in cols]
+        title += f"\n(down-sampled view: means of {f} x {f} tiles"
+        # a few large tiles would leave the rest white: clip the colours at the 99.5th percentile
+        vmax = float(np.percentile(np.abs(A), 99.5)) or float(np.abs(A).max()) or 1.0
+        title += f"; colours clipped at |value| {vmax:.2g}, the 99.5th percentile)"
+    else:
+        vmax = float(np.abs(A).max()) or 1.0      # symmetric colour scale around 0
     im = ax.imshow(A, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest", aspect="auto")
     fig.colorbar(im, ax=ax, shrink=0.8)
     ro, co = np.cumsum([0] + list(rows)), np.cumsum([0] + list(cols))
@@ -176,12 +349,13 @@ def heatmap(A, rows, cols, rlabels, clabels, title, path):
     ax.set_xticks([(co[i] + co[i + 1]) / 2 - 0.5 for i in keep_c], [clabels[i] for i in keep_c],
                   fontsize=7, rotation=60, ha="right")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
-def write(A, rows, cols, rlabels, clabels, name, meaning, out, title):
+def write(A, rows, cols, rlabels, clabels, name, meaning, out, title, extra=None, panels=None):
+    """Write A (or, for .png with `panels`, the panels side by side) to `out`;
+    extra: more named arrays for the .npz. A .png of a matrix wider than
+    MAX_PIXELS also writes the full arrays to the .npz beside it."""
+    extra = dict(extra or {})
     if out == "-" or out.endswith(".txt"):
         header = (f"{name} {A.shape[0]}x{A.shape[1]}: {meaning}\nrow blocks "
                   + ", ".join(f"{l}:{s}" for l, s in zip(rlabels, rows)) + "\ncolumn blocks "
@@ -194,9 +368,16 @@ def write(A, rows, cols, rlabels, clabels, name, meaning, out, title):
             np.savetxt(out, A, fmt="%.10g", header=header)
     elif out.endswith(".npz"):
         np.savez(out, **{name: A, "row_blocks": np.array(rows), "col_blocks": np.array(cols),
-                         "row_labels": np.array(rlabels), "col_labels": np.array(clabels)})
+                         "row_labels": np.array(rlabels), "col_labels": np.array(clabels)}, **extra)
     elif out.endswith(".png"):
-        heatmap(A, rows, cols, rlabels, clabels, title, out)
+        if panels:
+            heatmap_panels(panels, rows, cols, rlabels, clabels, title, out)
+        else:
+            heatmap(A, rows, cols, rlabels, clabels, title, out)
+        if max(A.shape) > MAX_PIXELS:
+            full = out[:-4] + ".npz"
+            write(A, rows, cols, rlabels, clabels, name, meaning, full, title, extra)
+            click.echo(f"the heatmap is a down-sampled view; every entry is in {os.path.abspath(full)}")
     else:
         raise click.BadParameter("--out must end in .png, .npz or .txt (or be - for stdout)", param_hint="--out")
 
@@ -267,6 +448,23 @@ def torch_hessian(net, X, Y):
     return torch.func.hessian(f)(torch.tensor(net.get_flat())).numpy()
 
 
+def list_chapter6(net):
+    click.echo(f"\nblocks (--layer / --layer2 L: positions among the stages with parameters):")
+    names = stage_names(net)
+    for l, (i, s) in enumerate(cv.block_slices(net)):
+        click.echo(f"  {l}: {names[i]} (net.layers[{i}] {net.layers[i]!r}), {s.stop - s.start:,} parameters")
+    click.echo(f"\n{'name':<14} {'layer':>5} {'shape':>18}  meaning (batch over --batch examples; chapter 6)")
+    for l, (i, s) in enumerate(cv.block_slices(net)):
+        p = s.stop - s.start
+        click.echo(f"{'H_block':<14} {l:>5} {str((p, p)):>18}  {CHAPTER6['H_block']} (G_block, F_block alike)")
+        if l in cv.kron_layers(net):
+            st = net.layers[i]
+            for name, shape in (("kfac_A", (st.fan_in + 1,) * 2), ("kfac_G", (st.fan_out,) * 2),
+                                ("cov", (st.fan_in,) * 2), ("kron_vs_exact", (p, p))):
+                click.echo(f"{name:<14} {l:>5} {str(shape):>18}  {CHAPTER6[name]}")
+    click.echo("\n--spectrum: eigenvalues of any of them; H / G / F of a big net: top-k by Lanczos (eigsh)")
+
+
 def list_matrices(net, X, Y):
     m = cv.matrices(net, X[0], Y[0])
     click.echo(f"{net!r}: {net.n_params} parameters; stages f_1..f_{len(m.p)} = " + ", ".join(m.stages))
@@ -279,13 +477,15 @@ def list_matrices(net, X, Y):
     click.echo(f"\n{'name':<10} {'shape':>13}  meaning (batch mean over --batch examples)")
     for name, meaning in BATCH_MATRICES.items():
         click.echo(f"{name:<10} {str((net.n_params, net.n_params)):>13}  {meaning}")
+    list_chapter6(net)
 
 
 @click.command("inspect")
 @click.option("--model", default="tiny-mlp", show_default=True,
               help="a MODELS name, or mlp:SIZES[:ACT[:LOSS]] (e.g. mlp:3-2-2:tanh)")
 @click.option("--matrix", type=click.Choice(CHOICES), default="H", show_default=True,
-              help="seed 001's matrices (one example), or H / G / F (batch mean)")
+              help="seed 001's matrices (one example), H / G / F (batch mean), "
+                   "or the chapter-6 / block matrices of --layer")
 @click.option("--example", type=int, default=0, show_default=True, help="index of the (first) example")
 @click.option("--batch", type=int, default=1, show_default=True,
               help="examples in the batch for H, G, F (H with --batch 1 is seed 001's H)")
@@ -297,16 +497,51 @@ def list_matrices(net, X, Y):
 @click.option("--list", "list_", is_flag=True, help="list every matrix with its shape and meaning")
 @click.option("--check", is_flag=True,
               help="largest difference between the assembled H and finite-difference / torch references")
-def inspect(model, matrix, example, batch, split, data_dir, seed, fisher_kind, out, list_, check):
-    """Print, plot or save a matrix of the math (seed 001, thesis ch. 3) for a small net."""
+@click.option("--layer", type=int, default=0, show_default=True,
+              help="block index l of the chapter-6 / block matrices (see --list)")
+@click.option("--layer2", type=int, default=None, help="block index k of H_block / G_block / F_block (default l)")
+@click.option("--kfac-curvature", type=click.Choice(["gn", "fisher"]), default="gn", show_default=True,
+              help="G of kfac_G / kron_vs_exact: exact GN, or the Fisher from sampled targets")
+@click.option("--spectrum", "spectrum_", is_flag=True, help="eigenvalues of the matrix instead of its entries")
+@click.option("--top-k", type=int, default=10, show_default=True, help="eigenvalues printed; Lanczos computes these")
+@click.option("--lanczos", is_flag=True, help="--spectrum of H / G / F by Lanczos even when the dense matrix fits")
+def inspect(model, matrix, example, batch, split, data_dir, seed, fisher_kind, out, list_, check,
+            layer, layer2, kfac_curvature, spectrum_, top_k, lanczos):
+    """Print, plot or save a matrix of the math (seed 001, thesis ch. 3 and 6), or its spectrum."""
     net, dataset = build(model, seed)
     try:
         from tinynet.curvature.seed import dense_bytes
-        cv.check_dense(net, nbytes=max(dense_bytes(net), 2 * 8 * net.n_params ** 2),
-                       what="the dense matrices of `tinynet inspect`")        # before reading any data
+        chapter6 = matrix in CHAPTER6
+        by_lanczos = spectrum_ and matrix in ("H", "G", "F")
+        if by_lanczos and not lanczos:
+            try:
+                cv.check_dense(net, what="the dense matrix")
+            except cv.DenseTooLarge:
+                by_lanczos = True
+            else:
+                by_lanczos = False
+        if not (chapter6 or by_lanczos or list_):
+            cv.check_dense(net, nbytes=max(dense_bytes(net), 2 * 8 * net.n_params ** 2),
+                           what="the dense matrices of `tinynet inspect`")        # before reading any data
         X, Y = load(net, dataset, split, data_dir, example, batch, seed)
         if list_:
-            list_matrices(net, X, Y)
+            try:
+                cv.check_dense(net, nbytes=max(dense_bytes(net), 2 * 8 * net.n_params ** 2),
+                               what="the dense matrices of `tinynet inspect`")
+            except cv.DenseTooLarge as e:
+                click.echo(f"{net!r}: {net.n_params:,} parameters; seed 001's matrices and the full H, G, F "
+                           f"are not listed: {e}")
+                list_chapter6(net)
+            else:
+                list_matrices(net, X, Y)
+            return
+        if by_lanczos:
+            cname = {"H": "hessian", "G": "gn", "F": "fisher"}[matrix]
+            info = {}
+            w = cv.top_eigenvalues(net, X, Y, cname, k=top_k, info=info)
+            title = f"{matrix} ({model}, examples {example}..{example + batch - 1})"
+            show_spectrum(w, f"largest eigenvalues (Lanczos, scipy eigsh, {info['matvecs']} products)", matrix,
+                          BATCH_MATRICES[matrix] + f", batch of {batch}", out, title, top_k)
             return
         if check:
             H = cv.hessian(net, X, Y) if batch > 1 else cv.matrices(net, X[0], Y[0]).H
@@ -323,10 +558,30 @@ def inspect(model, matrix, example, batch, split, data_dir, seed, fisher_kind, o
             else:
                 _report_torch(H, Ht, scale)
             return
-        A, rows, cols, rl, cl, meaning = compute(net, matrix, X, Y, fisher_kind, seed)
+        extra, panels = {}, None
+        if chapter6:
+            A, rows, cols, rl, cl, meaning, extra, panels = compute_chapter6(
+                net, matrix, X, Y, layer, layer2, kfac_curvature, fisher_kind, seed)
+        else:
+            A, rows, cols, rl, cl, meaning = compute(net, matrix, X, Y, fisher_kind, seed)
     except cv.DenseTooLarge as e:
         raise click.ClickException(f"{model}: {e}")
-    _show(A, rows, cols, rl, cl, matrix, meaning, model, example, batch, out)
+    except (IndexError, TypeError) as e:
+        raise click.BadParameter(str(e), param_hint="--layer/--layer2")
+    if spectrum_:
+        title = f"{matrix} {A.shape[0]}x{A.shape[1]} ({model}, example {example}" + \
+            (f"..{example + batch - 1})" if batch > 1 else ")")
+        if matrix == "kron_vs_exact":          # the two matrices whose spectra matter, side by side
+            for key in ("kron", "exact"):
+                w, what = spectrum(extra[key])
+                stem, ext = os.path.splitext(out) if out not in (None, "-") else (None, None)
+                show_spectrum(w, what, f"{matrix}:{key}", meaning, out if stem is None else f"{stem}_{key}{ext}",
+                              title + f" {key}", top_k)
+            return
+        w, what = spectrum(A)
+        show_spectrum(w, what, matrix, meaning, out, title, top_k)
+        return
+    _show(A, rows, cols, rl, cl, matrix, meaning, model, example, batch, out, extra, panels)
 
 
 def _report_torch(H, Ht, scale):
@@ -337,13 +592,14 @@ def _report_torch(H, Ht, scale):
         click.echo(f"torch.func.hessian: max |H - H_torch| = {d:.3e} (relative {d / scale:.1e})")
 
 
-def _show(A, rows, cols, rl, cl, matrix, meaning, model, example, batch, out):
+def _show(A, rows, cols, rl, cl, matrix, meaning, model, example, batch, out, extra=None, panels=None):
     title = f"{matrix} {A.shape[0]}x{A.shape[1]} ({model}, example {example}" + \
-            (f"..{example + batch - 1})" if batch > 1 and matrix in ("H", "G", "F") else ")") + f"\n{meaning}"
+            (f"..{example + batch - 1})" if batch > 1 and (matrix in ("H", "G", "F") or matrix in CHAPTER6)
+             else ")") + f"\n{meaning}"
     if out is None:
         click.echo(f"{matrix}: shape {A.shape}, max |entry| {np.abs(A).max():.4e}, "
                    f"nonzeros {np.count_nonzero(A)} - {meaning}\n(use --out FILE.png|.npz|.txt or --out - to see it)")
         return
-    write(A, rows, cols, rl, cl, matrix, meaning, out, title)
+    write(A, rows, cols, rl, cl, matrix, meaning, out, title, extra, panels)
     if out != "-":
         click.echo(f"wrote {matrix} {A.shape} to {os.path.abspath(out)}")

@@ -99,6 +99,9 @@ METHOD_OPTIONS = [
                  help="[newton: hessian/gn/fisher; hf: gn/hessian] the curvature matrix C"),
     click.option("--structure", type=click.Choice(["full", "block"]), default=None,
                  help="[newton, gn, natural] full matrix or per-layer block-diagonal (thesis 3.1.5)"),
+    click.option("--large-blocks", type=click.Choice(["refuse", "cg"]), default=None,
+                 help="[newton, gn, natural] --structure block: a block above the size guard is refused "
+                      "(default) or solved approximately by CG over block-restricted products"),
     click.option("--fisher-kind", type=click.Choice(["exact", "mc", "empirical"]), default=None,
                  help="[newton --curvature fisher, natural] exact, Monte-Carlo sampled or empirical Fisher"),
     click.option("--fisher-samples", type=int, default=None, help="[newton, natural] draws per example of the mc Fisher"),

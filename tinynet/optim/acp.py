@@ -66,6 +66,7 @@ class ACP(Optimizer):
         self.eps, self.T, self.alpha, self.alpha_floor = float(eps), int(T), alpha, float(alpha_floor)
         self.inv_C = {}
         self.alphas = {}
+        self.C = {}              # the (share-scaled) covariance each inv_C was computed from
         self._grad = self.bk.zeros(net.n_params, net.dtype)
 
     def _layer_alpha(self, B, share=1):
@@ -73,6 +74,22 @@ class ACP(Optimizer):
             return float(self.alpha)
         n = B.shape[0] // share                                    # examples (B has n * share rows)
         return float(np.max((n * B) ** 2)) + self.alpha_floor      # (6.3.2) + (6.5.3.3)
+
+    def last_matrices(self):
+        """What the last step applied, host float64 (empty before the first step),
+        keyed "block{l}/NAME" (l the block index of curvature.block_slices): C
+        (the input covariance of the last amortization, times share for a
+        convolution), inv_C = (C + eps/alpha I)^{-1}, alpha and the damping eps/alpha."""
+        out = {}
+        blocks = {i: l for l, (i, _) in enumerate(self.net.slices())}
+        for i, inv in self.inv_C.items():
+            key = f"block{blocks[i]}/"
+            if i in self.C:
+                out[key + "C"] = np.array(self.C[i], dtype=np.float64)
+            out[key + "inv_C"] = np.array(self.bk.to_host(inv), dtype=np.float64)
+            out[key + "alpha"] = np.array(self.alphas[i])
+            out[key + "damping"] = np.array(self.eps / self.alphas[i])
+        return out
 
     def state_dict(self):
         """k, lr, and per layer the damped inverse and alpha (resume bit-for-bit)."""
@@ -95,7 +112,8 @@ class ACP(Optimizer):
             for i, (mu, C) in input_moments(net, ctxs).items():
                 self.alphas[i] = self._layer_alpha(np.asarray(bk.to_host(Bs[i])), sh[i])
                 # a convolution's criterion sums its positions: C of the patch rows times share
-                inv = damped_inverse(sh[i] * C, self.eps / self.alphas[i], net.dtype)
+                self.C[i] = sh[i] * C
+                inv = damped_inverse(self.C[i], self.eps / self.alphas[i], net.dtype)
                 self.inv_C[i] = bk.asarray(inv)
         for i, B in Bs.items():
             mu, Hc = centered_input(bk, net.layers[i].kron_rows(ctxs[i]))

@@ -94,6 +94,7 @@ class KFAC(Optimizer):
         self.rng = np.random.default_rng(seed)
         self.running = RunningFactors(rho)
         self.inverses = {}
+        self.dampings = {}       # Kronecker index -> (pi sqrt(eps), sqrt(eps)/pi) of the current inverses
         self._grad = self.bk.zeros(net.n_params, net.dtype)
         self._shares = shares(net)
 
@@ -101,6 +102,27 @@ class KFAC(Optimizer):
     def factors(self):
         """{Kronecker index: (A, G)} running averages (host float64)."""
         return self.running.value
+
+    def last_matrices(self):
+        """What the last step applied, host float64 (empty before the first step):
+        per Kronecker layer, keyed "block{l}/NAME" with l its block index
+        (curvature.block_slices): A, G (the running factors), A_damped_inv =
+        (A + pi sqrt(eps) I)^{-1}, G_damped_inv = (G + sqrt(eps)/pi I)^{-1},
+        damping_A, damping_G; and "kl_nu", the trust-region factor nu."""
+        out = {}
+        blocks = {i: l for l, (i, _) in enumerate(self.net.slices())}
+        for i, (A, G) in self.factors.items():
+            key = f"block{blocks[i]}/"
+            out[key + "A"], out[key + "G"] = np.array(A, dtype=np.float64), np.array(G, dtype=np.float64)
+            if i in self.inverses:
+                Ai, Gi = self.inverses[i]
+                out[key + "A_damped_inv"] = np.array(self.bk.to_host(Ai), dtype=np.float64)
+                out[key + "G_damped_inv"] = np.array(self.bk.to_host(Gi), dtype=np.float64)
+            if i in self.dampings:
+                out[key + "damping_A"], out[key + "damping_G"] = (np.array(v) for v in self.dampings[i])
+        if "kl_nu" in self.metrics:
+            out["kl_nu"] = np.array(float(self.metrics["kl_nu"]))
+        return out
 
     def state_dict(self):
         """k, lr, the running factors, the current inverses and the sampling
@@ -146,6 +168,7 @@ class KFAC(Optimizer):
         if self.k % self.T == 0 or not self.inverses:
             for i, (A, G) in self.running.upper.items():          # damped_inverse reads the upper triangles
                 dA, dG = factored_damping(A, G, self.eps)
+                self.dampings[i] = (dA, dG)
                 self.inverses[i] = (bk.asarray(damped_inverse(A, dA, net.dtype)),
                                     bk.asarray(damped_inverse(G, dG, net.dtype)))
         # every layer's preconditioned factors first: nu needs q of all layers

@@ -12,13 +12,14 @@ parameters, ε (`eps`) the change of the modelled distribution (KL ≈ dθ^T F d
 It equals the damped Newton step -ε (F + (ε/λ) I)^{-1} g, but is computed
 from its own closed form: C = (λ/ε) F solved with unit damping by the shared
 `newton_direction`, then scaled by λ. Block-diagonal per stage with
-structure="block" (3.2.4, first approximation).
+structure="block" (3.2.4, first approximation), each F_ll assembled on its
+own (tinynet.curvature.diagonal_blocks; see tinynet.optim.newton).
 """
 import numpy as np
 
 from tinynet.optim.base import DirectionOptimizer
-from tinynet.optim.newton import (FISHER_KINDS, STRUCTURES, block_newton_direction, check_choice,
-                                  check_dense_or_suggest_hf, dense_curvature, newton_direction)
+from tinynet.optim.newton import (FISHER_KINDS, STRUCTURES, assembled_block_direction, check_choice,
+                                  check_dense_or_suggest_hf, dense_curvature, newton_direction, plan_blocks)
 
 
 class NaturalGradient(DirectionOptimizer):
@@ -29,7 +30,8 @@ class NaturalGradient(DirectionOptimizer):
 
     name = "natural"
 
-    def __init__(self, net, lr=1.0, eps=1.0, fisher_kind="exact", structure="full", seed=0, fisher_samples=1):
+    def __init__(self, net, lr=1.0, eps=1.0, fisher_kind="exact", structure="full", seed=0, fisher_samples=1,
+                 large_blocks="refuse", cg_iters=50):
         super().__init__(net, lr)
         check_choice("NaturalGradient", "fisher_kind", fisher_kind, FISHER_KINDS)
         check_choice("NaturalGradient", "structure", structure, STRUCTURES)
@@ -37,18 +39,24 @@ class NaturalGradient(DirectionOptimizer):
             raise ValueError(f"NaturalGradient: eps (the KL scale ε of 3.2.2) must be > 0, got {eps}")
         self.eps, self.fisher_kind, self.structure, self.seed = float(eps), fisher_kind, structure, int(seed)
         self.fisher_samples = int(fisher_samples)
-        check_dense_or_suggest_hf(net, "NaturalGradient")
+        self.cg_iters = int(cg_iters)
+        if structure == "block":       # one exact F_ll at a time (tinynet.optim.newton, module docstring)
+            self.plan = plan_blocks(net, "NaturalGradient", "fisher", fisher_kind, large_blocks)
+        else:
+            check_dense_or_suggest_hf(net, "NaturalGradient")
 
     def direction(self, X, Y):
         """(loss, g, d) with d = -(I + (λ/ε) F)^{-1} g (host; the step is λ d)."""
         loss, gb = self.net.loss_and_gradient(X, Y)
         g = np.array(self.bk.to_host(gb), copy=True)
-        F = dense_curvature(self.net, X, Y, "fisher", self.fisher_kind, self.seed + self.k, self.fisher_samples)
-        C = (self.lr / self.eps) * np.asarray(F, dtype=np.float64)
+        seed = self.seed + self.k
         if self.structure == "block":
-            d, info = block_newton_direction(g, C, [s for _, s in self.net.slices()], 1.0)
+            d, info = assembled_block_direction(self.net, X, Y, g, self.plan, "fisher", self.fisher_kind, seed,
+                                                self.fisher_samples, eps=1.0, scale=self.lr / self.eps,
+                                                cg_iters=self.cg_iters)
         else:
-            d, info = newton_direction(g, C, 1.0)
+            F = dense_curvature(self.net, X, Y, "fisher", self.fisher_kind, seed, self.fisher_samples)
+            d, info = newton_direction(g, (self.lr / self.eps) * np.asarray(F, dtype=np.float64), 1.0)
         self.metrics = {"pd": float(info["pd"]), "eps_used": info["eps_used"],
                         "step_norm": float(np.linalg.norm(d)) * self.lr}
         return loss, g, d

@@ -10,6 +10,19 @@ blocks are the per-stage slices of the flat vector (DESIGN.md layout).
   C = Hessian, Gauss-Newton (3.1.4, table 3.I) or Fisher (3.2.3, tables 3.II, 3.III),
   the Fisher exact, Monte-Carlo sampled, or empirical (3.2.4).
 
+structure="block" assembles each C_ll exactly by tinynet.curvature.diagonal_blocks
+(p_l directions through the passes, rows of block l kept; never the P x P
+matrix), so it runs on nets whose full matrix the size guard refuses (cifar-mlp:
+hidden blocks of 10,100 parameters, 0.8 GB each). A block that itself exceeds
+the guard (cifar-mlp's first layer: 307,300 parameters, 755 GB) is handled by
+`large_blocks`: "refuse" (default) raises the guard's error at construction,
+with the memory the block would need and the way out; "cg" runs truncated CG
+(tinynet.optim.cg, an approximate solve, not the exact block) on
+(C_ll + eps I) d_l = -g_l with the block-restricted products (C [v_l; 0])_l of
+hvp / gvp / fvp, `cg_iters` products at most, negative curvature stopping it
+(metrics: cg_blocks, cg_iters). The mc and empirical
+Fisher have no matrix-free product: their large blocks are always refused.
+
 Saddle points (3.1.1, slides "Practical issues": H can have negative
 eigenvalues): C + eps I may be indefinite. `newton_direction` detects it by a
 failed Cholesky factorization and then applies the stated fallback rule:
@@ -113,6 +126,83 @@ def check_dense_or_suggest_hf(net, who):
                          f"instead (--optimizer hf).") from e
 
 
+LARGE_BLOCKS = ("cg", "refuse")
+
+
+def plan_blocks(net, who, curvature="hessian", fisher_kind="exact", large_blocks="refuse"):
+    """(assembled, cg): the block indices (positions in block_slices) whose
+    C_ll and its Cholesky factor fit under the size guard, and those that do
+    not and are solved by CG (module docstring). Raises ValueError with the
+    guard's message (the memory needed) for a large block that cannot be
+    solved matrix-free or when large_blocks="refuse"."""
+    cv = _curvature()
+    check_choice(who, "large_blocks", large_blocks, LARGE_BLOCKS)
+    fit, big = [], []
+    for l, (i, s) in enumerate(cv.block_slices(net)):
+        p = s.stop - s.start
+        try:       # the block and its factor: the guard's DENSE_COPIES for one block
+            cv.check_dense(net, nbytes=2 * cv.block_bytes(net, 0, l),
+                           what=f"{who}'s block {l} (net.layers[{i}], {p:,} x {p:,}, with its Cholesky factor)")
+            fit.append(l)
+        except cv.DenseTooLarge as e:
+            if large_blocks == "refuse":
+                raise ValueError(f"{who}: {e} To solve such blocks approximately by CG over "
+                                 f"block-restricted products instead, pass large_blocks='cg' "
+                                 f"(--large-blocks cg).") from e
+            if curvature == "fisher" and fisher_kind != "exact":
+                raise ValueError(f"{who}: {e} The {fisher_kind} Fisher has no matrix-free product for "
+                                 f"a CG solve of this block; use fisher_kind='exact' or a smaller net.") from e
+            big.append(l)
+    return fit, big
+
+
+def _merge(info, bi):
+    info["pd"] &= bi["pd"]
+    info["eps_used"] = max(info["eps_used"], bi["eps_used"])
+    info["damping_increases"] += bi["damping_increases"]
+    if bi["min_eig"] is not None:
+        info["min_eig"] = bi["min_eig"] if info["min_eig"] is None else min(info["min_eig"], bi["min_eig"])
+
+
+def assembled_block_direction(net, X, Y, g, plan, curvature, fisher_kind="exact", seed=0, fisher_samples=1,
+                              eps=0.0, growth=10.0, scale=1.0, cg_iters=50):
+    """Block-diagonal damped Newton direction (thesis 3.1.5), d_l = -(scale C_ll
+    + eps I)^{-1} g_l, with each C_ll assembled exactly on its own
+    (curvature.diagonal_blocks, one block in memory at a time) for the blocks
+    plan[0], and by truncated CG over block-restricted products for plan[1]
+    (module docstring). Returns (d, info) as block_newton_direction, plus
+    cg_blocks, cg_iters and cg_negative_curvature in info."""
+    cv = _curvature()
+    g = np.asarray(g)
+    d = np.zeros_like(g)
+    info = {"pd": True, "eps_used": float(eps), "damping_increases": 0, "min_eig": None,
+            "cg_blocks": 0, "cg_iters": 0, "cg_negative_curvature": 0}
+    fit, big = plan
+    if fit:
+        for _, s, C in cv.diagonal_blocks(net, X, Y, curvature, fisher_kind, seed, fisher_samples, blocks=fit):
+            if scale != 1.0:
+                C *= scale
+            d[s], bi = newton_direction(g[s], C, eps, growth)
+            _merge(info, bi)
+    if big:
+        from tinynet.optim.cg import conjugate_gradient
+        prod = {"hessian": cv.hvp, "gn": cv.gvp, "fisher": cv.fvp}[curvature]
+        slices = cv.block_slices(net)
+        for l in big:
+            s = slices[l][1]
+            full = np.zeros(net.n_params)
+
+            def A(v, s=s, full=full):         # (scale C [v; 0])_l + eps v
+                full[s] = v
+                return scale * np.asarray(net.bk.to_host(prod(net, X, Y, full)), dtype=np.float64)[s] + eps * v
+            r = conjugate_gradient(A, -np.asarray(g[s], dtype=np.float64), max_iters=int(cg_iters), tol=1e-8)
+            d[s] = r.x
+            info["cg_blocks"] += 1
+            info["cg_iters"] += r.iters
+            info["cg_negative_curvature"] += int(r.negative_curvature)
+    return d, info
+
+
 def dense_curvature(net, X, Y, curvature, fisher_kind="exact", seed=0, fisher_samples=1):
     """The dense minibatch curvature matrix C (p, p) named by `curvature`
     ("hessian", "gn", "fisher"; `fisher_kind` exact / mc / empirical, the mc
@@ -136,20 +226,21 @@ def check_choice(who, what, value, choices):
 
 class Newton(DirectionOptimizer):
     """`Newton(net, lr=1.0, curvature="hessian", structure="full", eps=1e-4,
-    fisher_kind="exact", growth=10.0, seed=0, fisher_samples=1)`.
+    fisher_kind="exact", growth=10.0, seed=0, fisher_samples=1, large_blocks="refuse", cg_iters=50)`.
 
     One step: dx = -lr (C + eps I)^{-1} g (thesis 3.1.3) with C the minibatch
     Hessian, Gauss-Newton matrix (3.1.4) or Fisher (3.2.3-3.2.4) at the current
     parameters, full or block-diagonal per stage (3.1.5). lr 1 and eps 0 give
     the pure Newton step 3.1.1. seed drives the Monte-Carlo Fisher samples
-    (fisher_samples draws per example, seed + k at update k). Refuses networks above the dense size guard.
+    (fisher_samples draws per example, seed + k at update k). structure="full" refuses networks
+    above the dense size guard; "block" assembles one diagonal block at a time (module docstring).
     metrics: pd, eps_used, damping_increases, min_eig (when not PD), step_norm.
     """
 
     name = "newton"
 
     def __init__(self, net, lr=1.0, curvature="hessian", structure="full", eps=1e-4,
-                 fisher_kind="exact", growth=10.0, seed=0, fisher_samples=1):
+                 fisher_kind="exact", growth=10.0, seed=0, fisher_samples=1, large_blocks="refuse", cg_iters=50):
         super().__init__(net, lr)
         who = type(self).__name__
         check_choice(who, "curvature", curvature, CURVATURES)
@@ -160,23 +251,27 @@ class Newton(DirectionOptimizer):
         self.curvature, self.structure, self.fisher_kind = curvature, structure, fisher_kind
         self.eps, self.growth, self.seed = float(eps), float(growth), int(seed)
         self.fisher_samples = int(fisher_samples)
-        check_dense_or_suggest_hf(net, who)
+        self.cg_iters = int(cg_iters)
+        if structure == "block":
+            self.plan = plan_blocks(net, who, curvature, fisher_kind, large_blocks)
+        else:
+            check_dense_or_suggest_hf(net, who)
 
     def direction(self, X, Y):
         """(loss, g, d): the minibatch loss, gradient (host) and the damped
         Newton direction d (host, before lr), setting `metrics`."""
         loss, gb = self.net.loss_and_gradient(X, Y)
         g = np.array(self.bk.to_host(gb), copy=True)
-        C = dense_curvature(self.net, X, Y, self.curvature, self.fisher_kind, self.seed + self.k,
-                            self.fisher_samples)
-        d, info = self._solve(g, C)
+        seed = self.seed + self.k
+        if self.structure == "block":
+            d, info = assembled_block_direction(self.net, X, Y, g, self.plan, self.curvature, self.fisher_kind,
+                                                seed, self.fisher_samples, self.eps, self.growth,
+                                                cg_iters=self.cg_iters)
+        else:
+            C = dense_curvature(self.net, X, Y, self.curvature, self.fisher_kind, seed, self.fisher_samples)
+            d, info = newton_direction(g, C, self.eps, self.growth)
         self._report(info, d)
         return loss, g, d
-
-    def _solve(self, g, C):
-        if self.structure == "block":
-            return block_newton_direction(g, C, [s for _, s in self.net.slices()], self.eps, self.growth)
-        return newton_direction(g, C, self.eps, self.growth)
 
     def _report(self, info, d):
         self.metrics = {"pd": float(info["pd"]), "eps_used": info["eps_used"],
@@ -184,6 +279,9 @@ class Newton(DirectionOptimizer):
                         "step_norm": float(np.linalg.norm(d)) * self.lr}
         if info["min_eig"] is not None:
             self.metrics["min_eig"] = info["min_eig"]
+        if info.get("cg_blocks"):
+            self.metrics.update(cg_blocks=info["cg_blocks"], cg_iters=info["cg_iters"],
+                                cg_negative_curvature=info["cg_negative_curvature"])
 
 
 class GaussNewton(Newton):
@@ -193,9 +291,10 @@ class GaussNewton(Newton):
     name = "gn"
 
     def __init__(self, net, lr=1.0, structure="full", eps=1e-4, growth=10.0, seed=0, curvature="gn",
-                 fisher_kind="exact"):
+                 fisher_kind="exact", large_blocks="refuse", cg_iters=50):
         if curvature != "gn":
             raise ValueError(f"GaussNewton: curvature is always 'gn', got {curvature!r}; use Newton "
                              "for another curvature")
         super().__init__(net, lr, curvature="gn", structure=structure, eps=eps,
-                         fisher_kind=fisher_kind, growth=growth, seed=seed)
+                         fisher_kind=fisher_kind, growth=growth, seed=seed, large_blocks=large_blocks,
+                         cg_iters=cg_iters)

@@ -52,6 +52,21 @@ class NNN(Optimizer):
         flat = np.concatenate([W.ravel(order="F"), b]).astype(self.net.dtype)
         self.bk.copy_into(self.net.theta[a:c], self.bk.asarray(flat))
 
+    def last_matrices(self):
+        """What the last step applied, host float64 (empty before the first step),
+        keyed "block{l}/NAME" (l the block index of curvature.block_slices): the
+        whitening U = (C + eps I)^{-1/2}, the centring mu, and the trained V, d
+        of a = V U (h - mu) + d (6.4.2)."""
+        out = {}
+        blocks = {i: l for l, (i, _) in enumerate(self.net.slices())}
+        for i, st in self.state.items():
+            key = f"block{blocks[i]}/"
+            out[key + "U"] = np.array(self.bk.to_host(st["U"]), dtype=np.float64)
+            out[key + "mu"] = np.array(self.bk.to_host(st["mu"]), dtype=np.float64)
+            out[key + "V"] = np.array(self.bk.to_host(st["VT"]), dtype=np.float64).T
+            out[key + "d"] = np.array(self.bk.to_host(st["d"]), dtype=np.float64)
+        return out
+
     def state_dict(self):
         """k, lr and per layer V^T, d, U, mu (resume bit-for-bit)."""
         st = super().state_dict()
