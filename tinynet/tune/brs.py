@@ -12,6 +12,11 @@ point of the history, distances in the space's coordinates (Space.distances:
 log axes in log10). A trial that diverged or failed (cost inf / NaN) counts as
 the worst finite cost of the history, so p = 0 next to it. With an empty
 history, or c_max = c_min, every draw is accepted (p = 1), as in random search.
+
+Trial i draws from the stream random search's trial i uses (random_search.
+trial_rng(seed, i)): with the same seed, a biased and a plain random search are
+paired (common random numbers). Where BRS accepts its first draw it runs the
+very point random search runs, so the two differ only where BRS rejects.
 """
 import math
 
