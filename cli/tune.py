@@ -28,6 +28,7 @@ from click.core import ParameterSource
 
 from tinynet.models import MODEL_OPTIONS, MODELS
 from tinynet.optim import OPTIMIZERS
+from tinynet.tune.search import atomic_json
 
 TUNE, TRIALS, BEST, SCATTER = "tune.json", "trials.csv", "best.json", "scatter.png"
 
@@ -218,15 +219,6 @@ def _check_names(sp, model, optimizer):
                                  f"(these are: {', '.join(sorted(known))})", param_hint="--space")
 
 
-def _atomic_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _prepare_folder(out, resume, settings):
     path = os.path.join(out, TUNE)
     if resume:
@@ -241,13 +233,13 @@ def _prepare_folder(out, resume, settings):
         if differ:
             raise click.UsageError(f"--resume: {out} was searched with other settings: " + "; ".join(
                 f"{k} {old.get(k)!r} (now {settings[k]!r})" for k in differ))
-        _atomic_json(path, settings)
+        atomic_json(path, settings)
         return
     if os.path.exists(path) or os.path.exists(os.path.join(out, TRIALS)):
         raise click.UsageError(f"{out} already holds a search: pass --resume to continue it or choose another --out")
     try:
         os.makedirs(out, exist_ok=True)
-        _atomic_json(path, settings)
+        atomic_json(path, settings)
     except OSError as e:
         raise click.ClickException(f"cannot write the search folder {out}: {e.strerror or e}")
 
@@ -263,7 +255,7 @@ def _report(res, out, objective, settings, train_args):
                        settings["eval_subset"])
         summary.update(best_index=best.index, best_cost=best.cost, best_params=best.params, best_info=best.info,
                        command=cmd)
-    _atomic_json(os.path.join(out, BEST), summary)
+    atomic_json(os.path.join(out, BEST), summary)
     try:
         scatter([res], os.path.join(out, SCATTER), titles=[f"{settings['method']}: {settings['optimizer']} "
                                                            f"on {settings['model']}"],

@@ -203,6 +203,16 @@ class ResultsFile:
         return trials
 
 
+def atomic_json(path, obj):
+    """Write obj as JSON to path through a fsynced temporary file and a rename."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def _read_number(s):
     try:
         return float(s)
@@ -292,12 +302,7 @@ def _open_results(rfile, space, method, trials, seed, jobs, resume, proposer):
         if os.path.exists(rfile.path):
             raise FileExistsError(f"{rfile.path} already exists: resume the search (resume=True, --resume) "
                                   f"or choose another results file")
-        tmp = side + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(settings, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, side)
+        atomic_json(side, settings)
         rfile.write_header()
         return {}
     if not os.path.exists(rfile.path):
