@@ -24,10 +24,12 @@ import sys
 import time
 
 import click
+import numpy as np
 from click.core import ParameterSource
 
 from tinynet.models import MODEL_OPTIONS, MODELS
 from tinynet.optim import OPTIMIZERS
+from tinynet.tune.objective import RUN_PARAMS
 from tinynet.tune.search import atomic_json
 
 TUNE, TRIALS, BEST, SCATTER = "tune.json", "trials.csv", "best.json", "scatter.png"
@@ -102,7 +104,7 @@ def _eta(seconds):
 class _Progress:
     """One line per finished trial on stderr: trials done, this trial, best so far, ETA."""
 
-    def __init__(self, total_hint, quiet, first):
+    def __init__(self, quiet, first):
         self.t0, self.first, self.quiet = time.perf_counter(), first, quiet
 
     def __call__(self, t, done, total, best):
@@ -117,7 +119,7 @@ class _Progress:
                    f"{t.seconds:.1f} s | ETA {_eta(rate * (total - done))}", err=True)
 
 
-@click.command("tune", context_settings={"ignore_unknown_options": False})
+@click.command("tune")
 @click.option("--model", default="mnist-autoencoder", show_default=True, help=f"one of: {', '.join(MODELS)}")
 @click.option("--optimizer", default="sgd", show_default=True, help=f"one of: {', '.join(OPTIMIZERS)}")
 @click.option("--space", required=True,
@@ -175,7 +177,7 @@ def tune(model, optimizer, space, method, trials, steps, time_budget, cost, eval
                                divergence_factor=run.get("divergence_factor", 100.0))
     _check_names(sp, model, optimizer)
     try:   # every option of the search builds (a bad name or value fails here, not in 100 trials)
-        objective.build(sp.sample(__import__("numpy").random.default_rng(0)))
+        objective.build(sp.sample(np.random.default_rng(0)))
     except (ValueError, TypeError) as e:
         raise click.UsageError(f"a trial of this search cannot be built: {e}")
 
@@ -198,7 +200,7 @@ def tune(model, optimizer, space, method, trials, steps, time_budget, cost, eval
                f"{jobs} job(s)); folder {out}" + (f"; resuming after {first} trials" if resume else ""), err=True)
     try:
         res = tn_tune.search(objective, sp, method=method, trials=trials, seed=seed, jobs=jobs, results=results,
-                             resume=resume, progress=_Progress(trials, quiet, first), info_columns=INFO_COLUMNS)
+                             resume=resume, progress=_Progress(quiet, first), info_columns=INFO_COLUMNS)
     except KeyboardInterrupt:
         click.echo(f"interrupted: the finished trials are in {results}; continue with the same command "
                    f"and --resume --out {out}", err=True)
@@ -212,7 +214,7 @@ def _check_names(sp, model, optimizer):
     import inspect as _inspect
     takes = set(_inspect.signature(OPTIMIZERS[optimizer].__init__).parameters) - {"self", "net"}
     takes |= {"schedule_gamma", "schedule_period"} if "schedule" in takes else set()
-    known = takes | {"lr", "init_scale", "batch_size"} | set(MODEL_OPTIONS.get(model, {}))
+    known = takes | set(RUN_PARAMS) | set(MODEL_OPTIONS.get(model, {}))
     bad = [n for n in sp.names if n not in known]
     if bad:
         raise click.BadParameter(f"{', '.join(bad)}: not a hyperparameter of {optimizer} on {model} "

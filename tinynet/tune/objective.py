@@ -21,7 +21,7 @@ import numpy as np
 from tinynet.tune.search import Outcome
 
 INFO_COLUMNS = ("train_loss", "test_loss", "test_error", "steps", "stop_reason")
-RUN_PARAMS = ("lr", "init_scale", "batch_size")
+RUN_PARAMS = ("lr", "init_scale", "batch_size")   # the trial's run settings; other names: model / optimizer
 _DATA = {}     # per process: (dataset, data_dir) -> data, read once for all the trials a worker runs
 
 
@@ -62,7 +62,7 @@ class TrainObjective:
         arch = dict(self.model_options)
         opts = dict(self.options)
         lr, scale, bs = self.lr, self.init_scale, self.batch_size
-        for k, v in params.items():
+        for k, v in params.items():      # RUN_PARAMS first
             if k == "lr":
                 lr = float(v)
             elif k == "init_scale":
