@@ -10,7 +10,7 @@ import pytest
 from tinynet.data import load_dataset
 from tinynet.models import build_model
 from tinynet.optim import build_optimizer
-from tinynet.train import (CHECKPOINT, CONFIG, METRICS, RunExistsError, TrainConfig, evaluate,
+from tinynet.train import (CHECKPOINT, CONFIG, LAST_GOOD, METRICS, RunExistsError, RunFileError, TrainConfig, evaluate,
                            load_checkpoint, train)
 
 N_TRAIN, N_TEST, BATCH = 1000, 500, 50          # 20 steps per epoch
@@ -92,16 +92,17 @@ def test_epochs_visit_every_row_once(data):
 
 
 def test_divergence_keeps_last_good_checkpoint(data, tmp_path):
-    """A huge lr: the run stops with "diverged", and checkpoint.npz holds the
-    parameters of the last evaluation before it, equal to a clean run to that step."""
-    net, opt, res = run(data, tmp_path / "bad", 500, lr=300.0, eval_every=2)
+    """A large lr (the loss climbs past the initial one): the run stops with
+    "diverged", and last_good.npz holds the parameters of the last evaluation
+    that passed the checks, equal to a clean run to that step."""
+    net, opt, res = run(data, tmp_path / "bad", 500, lr=10.0, eval_every=2)
     assert res.stop_reason == "diverged"
     assert "diverged at step" in res.message and "last good checkpoint" in res.message
-    theta, opt_state, tstate = load_checkpoint(str(tmp_path / "bad" / CHECKPOINT))
+    theta, opt_state, tstate = load_checkpoint(str(tmp_path / "bad" / LAST_GOOD))
     assert np.all(np.isfinite(theta))
     good = tstate["step"]
-    assert good < res.step and good % 2 == 0
-    net_c, _, _ = run(data, tmp_path / "clean", good, lr=300.0, eval_every=2)
+    assert good == res.last_good_step and 0 < good < res.step and good % 2 == 0
+    net_c, _, _ = run(data, tmp_path / "clean", good, lr=10.0, eval_every=2)
     assert np.array_equal(theta, net_c.get_flat())
 
 
@@ -176,7 +177,7 @@ def test_refuses_to_overwrite(data, tmp_path):
         run(data, out, 5)
     _, _, res = run(data, out, 7, overwrite=True)
     assert res.step == 7 and [r["step"] for r in res.history] == [0, 7]
-    with pytest.raises(FileNotFoundError, match="cannot resume"):
+    with pytest.raises(RunFileError, match="cannot resume"):
         run(data, tmp_path / "empty", 5, resume=True)
     with pytest.raises(ValueError, match="seed"):
         run(data, out, 10, resume=True, seed=6)

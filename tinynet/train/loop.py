@@ -1,0 +1,379 @@
+"""The training loop: minibatch SG as in the slides' generic algorithm (seed 003:
+draw a minibatch, step, repeat), with what a benchmark run needs around it.
+
+One function per event, so each fault has one place:
+  _open            the run folder: lock, new / resume / restart, config.json
+  _evaluate_and_save   an evaluation row, the divergence checks, the checkpoint
+  _loop            steps, stop criteria, signals (tinynet.train.signals)
+  _finish          the final evaluation and checkpoint, result.json
+"""
+import json
+import math
+import sys
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from tinynet.train.config import CHANGEABLE_ON_RESTART, FIXED_ON_RESUME, TrainConfig, TrainResult
+from tinynet.train.divergence import DivergenceMonitor
+from tinynet.train.evaluation import evaluate, subset
+from tinynet.train.files import CheckpointError, MetricsWriter, load_checkpoint, save_checkpoint
+from tinynet.train.rundir import CHECKPOINT, LAST_GOOD, METRICS, RunDir
+from tinynet.train.signals import StopSignals
+
+
+def train(net, optimizer, data, config=None, **overrides):
+    """Train `net` with `optimizer` (built on net) on data["train"], evaluating on
+    data.get("test"). `config` is a TrainConfig (fields may also be given as
+    keyword arguments). Returns a TrainResult.
+
+    - data: {"train": (X, Y), "test": (X, Y) or None}, host arrays; Y is X itself
+      for an autoencoder, int class ids (n,) for a classifier (adds an error rate).
+    - minibatches: each epoch a permutation of the training rows drawn from a
+      numpy Generator seeded with `config.seed`; batches are consecutive slices,
+      the incomplete tail is dropped (every step sees `batch_size` examples).
+    - stop: after `steps` updates, `epochs` passes, or `time_budget` seconds of
+      training time, whichever comes first, counting the whole run (resumes too).
+    - evaluation every `eval_every` updates (and at 0 and at the end); its time
+      is not counted in `seconds`.
+    - the run folder `out` (tinynet.train.rundir): locked while in use; resume
+      continues it exactly (2 x 50 steps resumed equal 100 steps bit for bit).
+    - divergence (tinynet.train.divergence) stops the run; last_good.npz keeps
+      the state of the last evaluation that passed the checks, and
+      `resume=True, from_last_good=True` restarts from it with changed
+      optimizer settings.
+    - SIGINT / SIGTERM / SIGHUP stop at the next step boundary with a checkpoint.
+    """
+    cfg = config or TrainConfig()
+    if overrides:
+        cfg = TrainConfig(**{**asdict(cfg), **overrides})
+    cfg.check()
+    _check_data(net, optimizer, data, cfg)
+    session = _Session(net, optimizer, data, cfg)
+    try:
+        return session.run()
+    finally:
+        session.close()
+
+
+def _check_data(net, optimizer, data, cfg):
+    if optimizer.net is not net:
+        raise ValueError("the optimizer was built on another network")
+    Xtr, Ytr = data["train"]
+    n = Xtr.shape[0]
+    if Xtr.ndim != 2 or Xtr.shape[1] != net.n_in:
+        raise ValueError(f"training inputs must have shape (n, {net.n_in}) (examples of shape "
+                         f"{net.input_shape} flattened C-major), got {Xtr.shape}: the data does not "
+                         f"match the model's input_shape")
+    if n == 0:
+        raise ValueError("the training set is empty")
+    if Ytr.shape[0] != n:
+        raise ValueError(f"{n} training inputs but {Ytr.shape[0]} targets")
+    if cfg.batch_size > n:
+        raise ValueError(f"batch_size {cfg.batch_size} exceeds the {n} training examples")
+    for name, pair in (("training", data["train"]), ("test", data.get("test"))):
+        if pair is None:
+            continue
+        for what, A in (("inputs", pair[0]), ("targets", pair[1])):
+            if np.issubdtype(A.dtype, np.floating) and not np.isfinite(np.sum(A, dtype=np.float64)):
+                row = int(np.argmax(~np.isfinite(A).reshape(A.shape[0], -1).all(axis=1)))
+                raise ValueError(f"the {name} {what} contain non-finite values (first at row {row}): "
+                                 f"clean the data before training")
+
+
+class _Session:
+    """One call of train(): the trainer state `st` (everything a resume needs
+    besides parameters and optimizer), the run folder, the metrics."""
+
+    def __init__(self, net, optimizer, data, cfg):
+        self.net, self.opt, self.data, self.cfg = net, optimizer, data, cfg
+        Xtr, Ytr = data["train"]
+        self.autoencode = Ytr is Xtr
+        self.n = Xtr.shape[0]
+        self.steps_per_epoch = self.n // cfg.batch_size
+        self.max_steps = math.inf if cfg.steps is None else int(cfg.steps)
+        if cfg.epochs is not None:
+            self.max_steps = min(self.max_steps, math.ceil(cfg.epochs * self.steps_per_epoch))
+        self.log = sys.stderr if cfg.progress else None
+        self.rng = np.random.default_rng(cfg.seed)
+        self.st = dict(step=0, pos=0, perm=None, seconds=0.0, batch_loss_sum=0.0, batch_loss_count=0,
+                       last_good_step=None)
+        self.monitor = DivergenceMonitor(cfg.divergence_factor, cfg.norm_factor, cfg.regress_patience)
+        self.rd = RunDir(cfg.out) if cfg.out else None
+        self.shown = 0                # length of the progress line on screen
+        self.session_steps, self.session_seconds = 0, 0.0
+        erng = np.random.default_rng([cfg.seed, 1])    # the fixed evaluation subsets
+        self.train_eval = subset(Xtr, Ytr, cfg.eval_subset, erng, self.autoencode)
+        test = data.get("test")
+        self.test_eval = None if test is None else subset(test[0], test[1], cfg.eval_subset, erng,
+                                                          test[1] is test[0])
+
+    def close(self):
+        if self.rd is not None:
+            self.rd.close()
+
+    # -- the run folder -------------------------------------------------------------------------
+    def _open(self):
+        """Lock and prepare the folder; restore the state when resuming; write
+        config.json. Returns the metrics rows to keep."""
+        cfg, rd = self.cfg, self.rd
+        mode = rd.open(cfg.resume, cfg.overwrite, cfg.from_last_good)
+        for note in rd.notes:
+            self._say(f"{cfg.out}: {note}")
+        rows, resumed, restarts = [], [], []
+        if mode != "new":
+            old, changed = self._check_resume_config(mode == "restart")
+            resumed = old.get("resumed", []) + [time.strftime("%Y-%m-%dT%H:%M:%S")]
+            restarts = old.get("restarts", [])
+            if mode == "restart":
+                attempt = rd.archive_attempt()
+                restarts.append(dict(time=resumed[-1], attempt=attempt, changed=changed))
+            self._restore(rd.file(CHECKPOINT), restart=mode == "restart")
+            if mode == "restart":
+                restarts[-1]["from_step"] = self.st["step"]
+            rows = rd.metrics_rows(self.st["step"])
+        test = self.data.get("test")
+        conf = dict(trainer={k: v for k, v in asdict(cfg).items() if k != "meta"},
+                    meta=cfg.meta, n_params=self.net.n_params, dtype=self.net.dtype.name,
+                    device=self.net.device, network=repr(self.net), optimizer=type(self.opt).__name__,
+                    n_train=self.n, n_test=None if test is None else test[0].shape[0],
+                    resumed=resumed, restarts=restarts)
+        rd.write_config(conf)
+        self.metrics = MetricsWriter(rd.file(METRICS), rows)
+        if mode == "new":
+            self._checkpoint(good=True)        # resumable from the first moment on
+        return rows
+
+    def _check_resume_config(self, restart):
+        old = self.rd.read_config()
+        cfg, net = self.cfg, self.net
+        diffs, changed = [], {}
+        for k in FIXED_ON_RESUME:
+            if old.get("trainer", {}).get(k) != getattr(cfg, k):
+                diffs.append(f"{k}: {old.get('trainer', {}).get(k)!r} -> {getattr(cfg, k)!r}")
+        old_meta = old.get("meta", {})
+        for k in sorted(set(old_meta) | set(cfg.meta)):
+            a, b = old_meta.get(k), json.loads(json.dumps(cfg.meta.get(k)))
+            if a != b:
+                if restart and k in CHANGEABLE_ON_RESTART:
+                    changed[k] = [a, b]
+                else:
+                    diffs.append(f"{k}: {a!r} -> {b!r}")
+        if old.get("n_params") != net.n_params:
+            diffs.append(f"n_params: {old.get('n_params')} -> {net.n_params}")
+        if diffs:
+            allowed = (" (a restart --from-last-good may change only the optimizer's settings: "
+                       + ", ".join(CHANGEABLE_ON_RESTART) + ")") if restart else \
+                " (to change the optimizer's settings, restart from the last good checkpoint: --from-last-good)"
+            raise ValueError(f"cannot resume {cfg.out}: the settings differ from the original run "
+                             f"({'; '.join(diffs)}); use the original settings{allowed}")
+        return old, changed
+
+    def _restore(self, path, restart):
+        theta, opt_state, tstate = load_checkpoint(path)
+        if theta.shape != (self.net.n_params,):
+            raise CheckpointError(f"checkpoint {path} holds {theta.size} parameters, the model has "
+                                  f"{self.net.n_params}: it belongs to another model")
+        lr = self.opt.lr
+        try:
+            self.net.set_flat(theta)
+            self.opt.load_state_dict(opt_state)
+            self.rng.bit_generator.state = json.loads(tstate.pop("rng"))
+            monitor = tstate.pop("monitor", None) or dict(initial_loss=tstate.pop("initial_loss", None))
+            tstate.pop("initial_loss", None)
+            self.st.update(tstate)
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {path} is incomplete or from another optimizer "
+                                  f"({type(e).__name__}: {e})") from None
+        self.monitor.state.update(monitor)
+        if restart:
+            self.opt.lr = lr                   # the restart's settings, not the diverged attempt's
+            self.monitor.state.update(last_fingerprint=None, regressions=0)
+
+    def _checkpoint(self, good):
+        if self.rd is None:
+            return
+        tstate = dict(self.st)
+        if good:
+            tstate["last_good_step"] = self.st["step"]
+        tstate["rng"] = json.dumps(self.rng.bit_generator.state)
+        tstate["monitor"] = {k: v for k, v in self.monitor.state.items()}
+        theta, opt_state = self.net.get_flat(), self.opt.state_dict()
+        self.rd.save(lambda p: save_checkpoint(p, theta, opt_state, tstate), good)
+        if good:
+            self.st["last_good_step"] = self.st["step"]
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def _evaluate_and_save(self, save=True):
+        """Evaluate, add the metrics row, run the divergence checks, checkpoint.
+        Returns what shows divergence, or None."""
+        net, cfg, st = self.net, self.cfg, self.st
+        tr_loss, _ = evaluate(net, *self.train_eval, cfg.eval_chunk, self.autoencode)
+        te_loss = te_err = None
+        if self.test_eval is not None:
+            te_loss, te_err = evaluate(net, *self.test_eval, cfg.eval_chunk,
+                                       self.test_eval[1] is self.test_eval[0])
+        bl = st["batch_loss_sum"] / st["batch_loss_count"] if st["batch_loss_count"] else None
+        st["batch_loss_sum"], st["batch_loss_count"] = 0.0, 0
+        row = dict(step=st["step"], epoch=st["step"] / self.steps_per_epoch, seconds=st["seconds"],
+                   train_loss=tr_loss, test_loss=te_loss, test_error=te_err, batch_loss=bl,
+                   **_scalar_metrics(self.opt.metrics))
+        self.metrics.add(row)
+        self._print_row(row)
+        good, seen = self.monitor.on_eval(net.get_flat(), tr_loss)
+        if seen is None and save:
+            self._checkpoint(good)
+        return seen
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self):
+        rows = self._open() if self.rd else []
+        if self.rd is None:
+            self.metrics = MetricsWriter(None, [])
+        reason = message = seen = None
+        in_step = False
+        with StopSignals() as stop:
+            try:
+                if self.st["step"] == 0 and not rows:
+                    seen = self._evaluate_and_save()
+                if seen is None:
+                    reason, message, seen, in_step = self._loop(stop)
+            except KeyboardInterrupt:
+                # a second Ctrl-C: stop at once
+                reason, in_step = "interrupted", self._in_step
+                message = (f"interrupted during step {self.st['step'] + 1}; " +
+                           (f"the checkpoint {self.rd.file(CHECKPOINT)} of the last evaluation is kept"
+                            if self.rd else "the parameters may hold a partial update")) if in_step else \
+                    f"interrupted at step {self.st['step']}"
+        if seen is None and reason == "interrupted" and stop.flag:
+            message = f"stopped by {stop.name} at step {self.st['step']}"
+        return self._finish(reason, message, seen, in_step, stop.name if stop.flag else None)
+
+    _in_step = False
+
+    def _loop(self, stop):
+        """Steps until a stop criterion, a signal or divergence. Returns
+        (reason, message, seen, in_step)."""
+        st, cfg, opt, net = self.st, self.cfg, self.opt, self.net
+        Xtr, Ytr = self.data["train"]
+        last_print = time.perf_counter()
+        while True:
+            if st["step"] >= self.max_steps:
+                reason = "steps" if cfg.steps is not None and st["step"] >= cfg.steps else "epochs"
+                return reason, f"reached {st['step']} steps ({st['step'] / self.steps_per_epoch:.2f} epochs)", \
+                    None, False
+            if cfg.time_budget is not None and st["seconds"] >= cfg.time_budget:
+                return "time", f"time budget of {cfg.time_budget:g} s spent", None, False
+            if stop.flag:
+                return "interrupted", f"interrupted at step {st['step']}", None, False
+            t0 = time.perf_counter()
+            idx = _next_batch(st, self.rng, self.n, cfg.batch_size)
+            Xb = net.as_input(Xtr[idx])
+            Yb = Xb if self.autoencode else net.as_target(Ytr[idx])
+            self._in_step = True
+            try:
+                loss = float(opt.step(Xb, Yb))
+            except FloatingPointError as e:          # the optimizer refused non-finite parameters
+                self._in_step = False
+                st["step"] += 1
+                return "diverged", None, str(e), False
+            self._in_step = False
+            dt = time.perf_counter() - t0
+            st["seconds"] += dt
+            self.session_seconds += dt
+            st["step"] += 1
+            self.session_steps += 1
+            seen = self.monitor.on_step(loss)
+            if seen is not None:
+                return "diverged", None, seen, False
+            st["batch_loss_sum"] += loss
+            st["batch_loss_count"] += 1
+            if self.log and time.perf_counter() - last_print >= cfg.progress_interval:
+                last_print = time.perf_counter()
+                self._print_progress(loss)
+            if st["step"] % cfg.eval_every == 0:
+                seen = self._evaluate_and_save()
+                if seen is not None:
+                    return "diverged", None, seen, False
+
+    def _finish(self, reason, message, seen, in_step, signal_name):
+        st, rd = self.st, self.rd
+        if reason in ("steps", "epochs", "time", "interrupted") and not in_step and seen is None:
+            at_end = self.metrics.rows and self.metrics.rows[-1]["step"] == st["step"]
+            if reason != "interrupted" and not at_end:
+                seen = self._evaluate_and_save()
+                if seen is not None:
+                    reason = "diverged"
+            elif rd is not None and not at_end:
+                self._checkpoint(good=False)       # no evaluation here: not known to be good
+            if seen is None and rd is not None:
+                message += f"; checkpoint {rd.file(CHECKPOINT)}"
+        divergence = None
+        if seen is not None:
+            reason = "diverged"
+            divergence = dict(step=st["step"], seen=seen)
+            good = st["last_good_step"]
+            message = f"diverged at step {st['step']}: {seen}"
+            if rd is not None and good is not None:
+                message += (f"; the last good checkpoint (step {good}) is {rd.file(LAST_GOOD)}: restart "
+                            f"from it with --resume --from-last-good and a smaller --lr")
+            else:
+                message += "; try a smaller learning rate"
+        last = self.metrics.rows[-1] if self.metrics.rows else {}
+        result = TrainResult(
+            stop_reason=reason, message=message, step=st["step"], epoch=st["step"] / self.steps_per_epoch,
+            seconds=st["seconds"],
+            steps_per_second=self.session_steps / self.session_seconds if self.session_seconds else 0.0,
+            initial_loss=self.monitor.state["initial_loss"], train_loss=last.get("train_loss"),
+            test_loss=last.get("test_loss"), test_error=last.get("test_error"), history=list(self.metrics.rows),
+            run_dir=self.cfg.out, signal=signal_name, divergence=divergence, last_good_step=st["last_good_step"])
+        if rd is not None:
+            rd.write_result({k: v for k, v in asdict(result).items() if k != "history"})
+        if self.log:
+            print(("\n" if self.shown else "") + message, file=self.log, flush=True)
+        return result
+
+    # -- progress -------------------------------------------------------------------------------
+    def _say(self, text):
+        if self.log:
+            print(text, file=self.log, flush=True)
+
+    def _print_row(self, row):
+        if not self.log:
+            return
+        msg = f"step {row['step']:>7}  epoch {row['epoch']:6.2f}  {row['seconds']:8.1f}s  train {row['train_loss']:.6g}"
+        if row["test_loss"] is not None:
+            msg += f"  test {row['test_loss']:.6g}"
+        if row["test_error"] is not None:
+            msg += f"  error {100 * row['test_error']:.2f}%"
+        print("\r" + msg.ljust(self.shown), file=self.log, flush=True)
+        self.shown = 0
+
+    def _print_progress(self, loss):
+        st = self.st
+        total = "" if self.max_steps == math.inf else f"/{self.max_steps}"
+        line = (f"step {st['step']}{total}  loss {loss:.6g}  "
+                f"{self.session_steps / max(self.session_seconds, 1e-9):.1f} steps/s  {st['seconds']:.1f}s")
+        print("\r" + line.ljust(self.shown), end="", file=self.log, flush=True)
+        self.shown = len(line)
+
+
+def _next_batch(st, rng, n, batch_size):
+    """Row indices of the next minibatch: the next slice of this epoch's
+    permutation, or the first slice of a new one when fewer than batch_size
+    rows are left (the tail is dropped)."""
+    if st["perm"] is None or st["pos"] + batch_size > n:
+        st["perm"], st["pos"] = rng.permutation(n), 0
+    idx = st["perm"][st["pos"]:st["pos"] + batch_size]
+    st["pos"] += batch_size
+    return idx
+
+
+def _scalar_metrics(metrics):
+    out = {}
+    for k, v in (metrics or {}).items():
+        if isinstance(v, (bool, int, float, np.integer, np.floating)) or \
+                (isinstance(v, np.ndarray) and v.size == 1):
+            out[k] = float(v)
+    return out
