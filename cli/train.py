@@ -12,10 +12,15 @@ Options come in two groups:
   To add a method's options, add a section there: the option's name must be
   the parameter name of the optimizer's __init__ (--cg-iters -> cg_iters).
 
-Exit status: 0 when a stop criterion is reached, 3 when the run diverged (the
-last good checkpoint is kept), 130 when interrupted (Ctrl-C; checkpoint saved).
+Exit status: 0 when a stop criterion is reached; 1 for a run-folder or file
+problem (locked, unwritable, full disk, damaged checkpoint: one line says
+which); 2 for a usage error (bad option or value, nothing is written); 3 when
+the run diverged (last_good.npz keeps the last good state; `--resume
+--from-last-good` restarts from it); 128 + the signal number when stopped by
+SIGINT (130), SIGHUP (129) or SIGTERM (143), with a final checkpoint.
 """
 import os
+import signal
 import sys
 import time
 
@@ -26,7 +31,7 @@ from click.core import ParameterSource
 from tinynet.data import DataError, load_dataset
 from tinynet.models import DATASET, MODEL_OPTIONS, MODELS, build_model, model_options
 from tinynet.optim import OPTIMIZERS, SCHEDULES, build_optimizer
-from tinynet.train import RunExistsError, TrainConfig
+from tinynet.train import CheckpointError, RunExistsError, RunFileError, RunLockedError, TrainConfig
 from tinynet.train import train as run_training
 
 DEFAULT_STEPS = 1000      # when none of --steps / --epochs / --time-budget is given
@@ -55,6 +60,9 @@ RUN_OPTIONS = [
     click.option("--out", type=click.Path(file_okay=False), default=None,
                  help="run directory (default runs/MODEL-OPTIMIZER-TIME)"),
     click.option("--resume", is_flag=True, help="continue the run in --out from its checkpoint"),
+    click.option("--from-last-good", is_flag=True,
+                 help="with --resume: restart from last_good.npz (after a divergence); the optimizer's "
+                      "settings (--lr, method options) may change, the diverged attempt is kept in attempt-K/"),
     click.option("--overwrite", is_flag=True, help="replace the run in --out"),
     click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                  help="data folder (MNIST: default the packaged copy; CIFAR-10: default $TINYNET_DATA)"),
@@ -62,7 +70,10 @@ RUN_OPTIONS = [
                  help="alpha of the initialization: Var W = alpha x Glorot's (He's before a ReLU) variance "
                       "(thesis 2.4.2; default 1)"),
     click.option("--divergence-factor", type=float, default=100.0, show_default=True,
-                 help="stop when the minibatch loss exceeds this multiple of the initial loss"),
+                 help="diverged when the minibatch loss exceeds this multiple of the initial loss"),
+    click.option("--norm-factor", type=float, default=100.0, show_default=True,
+                 help="diverged when the parameter norm exceeds this multiple of its initial value "
+                      "(bounded losses: saturated units)"),
     click.option("--quiet", "-q", is_flag=True, help="no progress line"),
     # issue 6: batch-norm baselines of thesis figures 6.1-6.3
     click.option("--batchnorm", type=click.Choice(["full", "mean-only"]), default=None,
@@ -219,7 +230,11 @@ def train(ctx, **kw):
     dtype = np.dtype(kw["dtype"]).type
     if kw["init_scale"] is not None and not kw["init_scale"] > 0:
         raise click.BadParameter(f"must be > 0, got {kw['init_scale']:g}", param_hint="--init-scale")
-    net = build_model(model, dtype=dtype, seed=kw["seed"], device=kw["device"], alpha=kw["init_scale"], **given)
+    try:
+        net = build_model(model, dtype=dtype, seed=kw["seed"], device=kw["device"], alpha=kw["init_scale"],
+                          **given)
+    except RuntimeError as e:             # --device cuda without a GPU
+        raise click.UsageError(str(e))
     try:
         opt = build_optimizer(opt_name, net, kw["lr"], defaults={"seed": kw["seed"]}, **explicit)
     except (ValueError, TypeError) as e:
@@ -238,8 +253,13 @@ def train(ctx, **kw):
     cfg = TrainConfig(batch_size=kw["batch_size"], steps=steps, epochs=kw["epochs"],
                       time_budget=kw["time_budget"], eval_every=kw["eval_every"],
                       eval_subset=kw["eval_subset"], seed=kw["seed"], out=out, resume=kw["resume"],
-                      overwrite=kw["overwrite"], divergence_factor=kw["divergence_factor"],
+                      from_last_good=kw["from_last_good"], overwrite=kw["overwrite"],
+                      divergence_factor=kw["divergence_factor"], norm_factor=kw["norm_factor"],
                       progress=not kw["quiet"], meta=meta)
+    try:
+        cfg.check()
+    except ValueError as e:
+        raise click.UsageError(str(e))
     n_train, n_test = data["train"][0].shape[0], data["test"][0].shape[0]
     arch = "".join(f", {k}={v}" for k, v in model_opts.items() if v is not None and v is not False)
     click.echo(f"{model} ({net.n_params:,} parameters{arch}, {kw['dtype']}, {net.device}) on {dataset}: "
@@ -250,7 +270,9 @@ def train(ctx, **kw):
     except RunExistsError:
         raise click.ClickException(f"run directory {out} already holds a run: pass --resume to continue it "
                                    f"or --overwrite to replace it, or choose another --out")
-    except (ValueError, FileNotFoundError) as e:
+    except (RunLockedError, RunFileError, CheckpointError) as e:
+        raise click.ClickException(str(e))
+    except ValueError as e:
         raise click.ClickException(str(e))
 
     first = result.history[0]["train_loss"] if result.history else float("nan")
@@ -262,4 +284,4 @@ def train(ctx, **kw):
             click.echo(result.message, err=True)
         sys.exit(3)
     if result.stop_reason == "interrupted":
-        sys.exit(130)
+        sys.exit(128 + getattr(signal, result.signal or "SIGINT"))

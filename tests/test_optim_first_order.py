@@ -91,7 +91,7 @@ def test_state_dict_roundtrip_resumes_exactly():
 
 def test_bad_hyperparameters():
     net, _ = problem()
-    with pytest.raises(ValueError, match="lr must be positive"):
+    with pytest.raises(ValueError, match=r"lr \(--lr\) must be a number in \(0, inf\)"):
         SGD(net, 0.0)
     with pytest.raises(ValueError, match="nesterov needs momentum"):
         SGD(net, 0.1, nesterov=True)

@@ -123,11 +123,17 @@ class Sequential:
             if X.ndim != 2 or X.shape[1] != self.n_in:
                 raise ValueError(f"inputs must have shape (n, {self.n_in}) (examples of shape "
                                  f"{self.input_shape}, flattened C-major), got {X.shape}")
+            if X.shape[0] == 0:
+                raise ValueError("the batch is empty (0 rows): give at least one example")
+            _check_finite(X, "inputs")
             return self.bk.asarray(X, self.dtype)
         return X
 
     def as_target(self, Y):
         if self.bk.name == "cpu" or isinstance(Y, np.ndarray):
+            Y = np.asarray(Y) if not hasattr(Y, "__cuda_array_interface__") else Y
+            if isinstance(Y, np.ndarray):
+                _check_finite(Y, "targets")
             return self.bk.asarray(self.loss_stage.prepare_targets(Y, self.n_out, self.dtype))
         return Y
 
@@ -186,3 +192,14 @@ class Sequential:
         for s, (a, c), ctx in zip(self.layers, self.offsets, ctxs):
             dz = s.jvp(ctx, dz, dx[a:c] if c > a else None)
         return dz
+
+
+def _check_finite(A, what):
+    """NaN in, NaN forever: refuse a non-finite batch at the entry points
+    (loss, gradient, forward, every pass that takes X or Y) with one reduction."""
+    if np.issubdtype(A.dtype, np.floating):
+        flat = A.reshape(-1)
+        if not np.isfinite(np.dot(flat, flat)):
+            bad = int(np.count_nonzero(~np.isfinite(flat)))
+            raise ValueError(f"the {what} contain {bad} NaN or inf value(s): clean the batch "
+                             f"(nothing was computed)")

@@ -39,7 +39,7 @@ move; no setting of eps tried there left the plateau without diverging.
 """
 import numpy as np
 
-from tinynet.optim.base import Optimizer
+from tinynet.optim.base import Optimizer, check_range
 from tinynet.optim.stats import (centered_input, damped_inverse, forward_backward_bk,
                                  input_moments, layer_axpy, other_stages_sgd, shares)
 
@@ -63,6 +63,11 @@ class ACP(Optimizer):
                 raise ValueError(f"ACP: alpha must be a positive number or 'heuristic', got {alpha!r}") from None
             if not alpha > 0:
                 raise ValueError(f"ACP: alpha must be positive, got {alpha}")
+        check_range("ACP", "eps", eps, 0)
+        check_range("ACP", "T", T, 1, integer=True)
+        check_range("ACP", "alpha_floor", alpha_floor, 0, lo_open=True)
+        if alpha != "heuristic":
+            check_range("ACP", "alpha", alpha, 0, lo_open=True)
         self.eps, self.T, self.alpha, self.alpha_floor = float(eps), int(T), alpha, float(alpha_floor)
         self.inv_C = {}
         self.alphas = {}

@@ -26,7 +26,7 @@ Seed 001's test of a good preconditioner — the step points at the minimizer
 """
 import numpy as np
 
-from tinynet.optim.base import DirectionOptimizer
+from tinynet.optim.base import DirectionOptimizer, check_range
 from tinynet.optim.cg import conjugate_gradient
 from tinynet.optim.hf import curvature_product
 from tinynet.optim.newton import _curvature, check_dense_or_suggest_hf, newton_direction
@@ -50,6 +50,10 @@ class HessianPreconditioner(DirectionOptimizer):
             raise ValueError(f"HessianPreconditioner: eps must be >= 0, got {eps}")
         if int(cg_iters) < 1:
             raise ValueError(f"HessianPreconditioner: cg_iters must be >= 1, got {cg_iters}")
+        check_range("HessianPreconditioner", "eps", eps, 0)
+        check_range("HessianPreconditioner", "cg_iters", cg_iters, 1, integer=True)
+        check_range("HessianPreconditioner", "cg_tol", cg_tol, 0, lo_open=True)
+        check_range("HessianPreconditioner", "growth", growth, 1, lo_open=True)
         if solver == "auto":
             try:
                 _curvature().check_dense(net)

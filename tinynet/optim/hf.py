@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-from tinynet.optim.base import Optimizer
+from tinynet.optim.base import Optimizer, check_range
 from tinynet.optim.cg import conjugate_gradient
 
 HF_CURVATURES = ("gn", "hessian")
@@ -78,6 +78,14 @@ class HessianFree(Optimizer):
             raise ValueError(f"HessianFree: warm_start (decay) must lie in [0, 1), got {warm_start}")
         if not 0 < curvature_fraction <= 1:
             raise ValueError(f"HessianFree: curvature_fraction must lie in (0, 1], got {curvature_fraction}")
+        check_range("HessianFree", "damping", damping, 0)
+        check_range("HessianFree", "cg_iters", cg_iters, 1, integer=True)
+        check_range("HessianFree", "cg_tol", cg_tol, 0, lo_open=True)
+        if progress_tol is not None:           # None: no relative-progress stop
+            check_range("HessianFree", "progress_tol", progress_tol, 0, lo_open=True)
+        check_range("HessianFree", "warm_start", warm_start, 0, 1, hi_open=True)
+        check_range("HessianFree", "curvature_fraction", curvature_fraction, 0, 1, lo_open=True)
+        check_range("HessianFree", "min_damping", min_damping, 0)
         self.curvature, self.damping = curvature, float(damping)
         self.cg_iters, self.cg_tol, self.progress_tol = int(cg_iters), float(cg_tol), progress_tol
         self.warm_start, self.backtrack, self.line_search = float(warm_start), bool(backtrack), bool(line_search)

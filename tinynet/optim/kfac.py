@@ -52,7 +52,7 @@ import copy
 
 import numpy as np
 
-from tinynet.optim.base import Optimizer
+from tinynet.optim.base import Optimizer, check_range
 from tinynet.optim.stats import (RunningFactors, damped_inverse, forward_backward_bk,
                                  kfac_sums, other_stages_sgd, shares)
 from tinynet.optim.trust_region import clip_factor, layer_q
@@ -88,6 +88,12 @@ class KFAC(Optimizer):
             raise ValueError(f"KFAC: kl_clip must be positive (or None / 'none' for no clipping), got {kl_clip}")
         if route not in ("auto", "batch", "gradient"):
             raise ValueError(f"KFAC: route must be 'auto', 'batch' or 'gradient', got {route!r}")
+        check_range("KFAC", "eps", eps, 0, lo_open=True)
+        check_range("KFAC", "T", T, 1, integer=True)
+        check_range("KFAC", "stats_every", stats_every, 1, integer=True)
+        check_range("KFAC", "rho", rho, 0, 1, hi_open=True)       # the running factors' decay
+        if kl_clip is not None:
+            check_range("KFAC", "kl_clip", kl_clip, 0, lo_open=True)
         self.curvature, self.eps, self.route = curvature, float(eps), route
         self.kl_clip = None if kl_clip is None else float(kl_clip)
         self.T, self.stats_every, self.exact = int(T), int(stats_every), bool(exact)

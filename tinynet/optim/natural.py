@@ -17,7 +17,7 @@ own (tinynet.curvature.diagonal_blocks; see tinynet.optim.newton).
 """
 import numpy as np
 
-from tinynet.optim.base import DirectionOptimizer
+from tinynet.optim.base import DirectionOptimizer, check_range
 from tinynet.optim.newton import (FISHER_KINDS, STRUCTURES, assembled_block_direction, check_choice,
                                   check_dense_or_suggest_hf, dense_curvature, newton_direction, plan_blocks)
 
@@ -37,6 +37,9 @@ class NaturalGradient(DirectionOptimizer):
         check_choice("NaturalGradient", "structure", structure, STRUCTURES)
         if not eps > 0:
             raise ValueError(f"NaturalGradient: eps (the KL scale ε of 3.2.2) must be > 0, got {eps}")
+        check_range("NaturalGradient", "eps", eps, 0, lo_open=True)
+        check_range("NaturalGradient", "fisher_samples", fisher_samples, 1, integer=True)
+        check_range("NaturalGradient", "cg_iters", cg_iters, 1, integer=True)
         self.eps, self.fisher_kind, self.structure, self.seed = float(eps), fisher_kind, structure, int(seed)
         self.fisher_samples = int(fisher_samples)
         self.cg_iters = int(cg_iters)

@@ -7,6 +7,7 @@ w_{k+1} = w_k - alpha_k g_k with
              halve the stepsize every `period` updates)
 
 k counts updates from 0. Registry: `SCHEDULES`."""
+from tinynet.optim.base import check_range
 
 
 class Constant:
@@ -19,8 +20,8 @@ class Constant:
 
 class Inverse:
     def __init__(self, beta, gamma):
-        if gamma <= 0 or beta <= 0:
-            raise ValueError("inverse schedule needs beta > 0 and gamma > 0")
+        check_range("inverse schedule", "schedule_gamma", gamma, 0, lo_open=True)
+        check_range("inverse schedule", "lr", beta, 0, lo_open=True)
         self.beta, self.gamma = beta, gamma
 
     def __call__(self, k):
@@ -29,8 +30,7 @@ class Inverse:
 
 class Halving:
     def __init__(self, lr, period):
-        if period < 1:
-            raise ValueError("halving schedule needs a period of at least 1 update")
+        check_range("halving schedule", "schedule_period", period, 1, integer=True)
         self.lr, self.period = lr, int(period)
 
     def __call__(self, k):

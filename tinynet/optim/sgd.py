@@ -2,7 +2,7 @@
 w_{k+1} = w_k - alpha_k g(w_k, xi_k), with alpha_k from a schedule
 (tinynet.optim.schedules), optionally with heavy-ball momentum or Nesterov's
 variant (v = mu v + g; w -= alpha v, or w -= alpha (g + mu v))."""
-from tinynet.optim.base import Optimizer
+from tinynet.optim.base import Optimizer, check_range
 from tinynet.optim.schedules import Constant
 
 
@@ -13,6 +13,7 @@ class SGD(Optimizer):
         super().__init__(net, lr)
         if not 0 <= momentum < 1:
             raise ValueError(f"SGD: momentum must lie in [0, 1), got {momentum}")
+        check_range("SGD", "momentum", momentum, 0, 1, hi_open=True)
         if nesterov and momentum == 0:
             raise ValueError("SGD: nesterov needs momentum > 0")
         self.momentum, self.nesterov = float(momentum), bool(nesterov)

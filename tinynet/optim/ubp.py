@@ -77,7 +77,7 @@ import numpy as np
 
 from tinynet.layers.activation import Activation
 from tinynet.losses.mse import MSELoss
-from tinynet.optim.base import Optimizer
+from tinynet.optim.base import Optimizer, check_range
 
 CURVATURES = ("gn", "exact")
 MODES = ("matrix_free", "explicit")
@@ -110,6 +110,9 @@ class UBP(Optimizer):
                 raise TypeError(f"UBP: {s!r} mixes the examples of a batch (batch statistics), so the "
                                 f"per-example curvature H_i of thesis 5.2 is not defined through it; "
                                 f"use UBP on a network without batch normalization")
+        if clip is not None:
+            check_range("UBP", "clip", clip, 0)
+        check_range("UBP", "max_jacobian_bytes", max_jacobian_bytes, 1, integer=True)
         self.curvature, self.mode = curvature, mode
         self.clip = None if clip is None else float(clip)
         self.max_jacobian_bytes = int(max_jacobian_bytes)

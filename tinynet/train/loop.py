@@ -51,9 +51,11 @@ def train(net, optimizer, data, config=None, **overrides):
     cfg.check()
     _check_data(net, optimizer, data, cfg)
     session = _Session(net, optimizer, data, cfg)
+    guard, optimizer.guard = optimizer.guard, "inputs"   # a non-finite loss stops the run next step
     try:
         return session.run()
     finally:
+        optimizer.guard = guard
         session.close()
 
 
@@ -204,6 +206,11 @@ class _Session:
         if good:
             self.st["last_good_step"] = self.st["step"]
 
+    def _back_to_last_good(self):
+        theta, opt_state, _ = load_checkpoint(self.rd.file(LAST_GOOD))
+        self.net.set_flat(theta)
+        self.opt.load_state_dict(opt_state)
+
     # -- evaluation -----------------------------------------------------------------------------
     def _evaluate_and_save(self, save=True):
         """Evaluate, add the metrics row, run the divergence checks, checkpoint.
@@ -316,8 +323,9 @@ class _Session:
             good = st["last_good_step"]
             message = f"diverged at step {st['step']}: {seen}"
             if rd is not None and good is not None:
-                message += (f"; the last good checkpoint (step {good}) is {rd.file(LAST_GOOD)}: restart "
-                            f"from it with --resume --from-last-good and a smaller --lr")
+                self._back_to_last_good()
+                message += (f"; the last good checkpoint (step {good}) is {rd.file(LAST_GOOD)} (the network "
+                            f"now holds it): restart from it with --resume --from-last-good and a smaller --lr")
             else:
                 message += "; try a smaller learning rate"
         last = self.metrics.rows[-1] if self.metrics.rows else {}
