@@ -9,7 +9,7 @@ import os
 
 import click
 
-from tinynet.train import METRICS, read_metrics
+from tinynet.train import METRICS, RunFileError, read_metrics
 
 COLUMNS = ("train_loss", "test_loss", "batch_loss", "test_error")
 
@@ -39,7 +39,12 @@ def plot(runs, x_axis, columns, out, title, linear):
         path = os.path.join(run, METRICS)
         if not os.path.exists(path):
             raise click.ClickException(f"{run}: no {METRICS} (is it a run directory?)")
-        rows = read_metrics(path)
+        try:
+            rows = read_metrics(path)
+        except RunFileError as e:
+            raise click.ClickException(str(e))
+        if rows and xkey not in rows[0]:
+            raise click.ClickException(f"{path} has no {xkey!r} column: it is not a tinynet metrics file")
         name = os.path.basename(os.path.normpath(run))
         for col in columns:
             pts = [(r[xkey], r[col]) for r in rows if r.get(col) is not None and math.isfinite(r[col])

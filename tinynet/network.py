@@ -199,7 +199,9 @@ def _check_finite(A, what):
     (loss, gradient, forward, every pass that takes X or Y) with one reduction."""
     if np.issubdtype(A.dtype, np.floating):
         flat = A.reshape(-1)
-        if not np.isfinite(np.dot(flat, flat)):
-            bad = int(np.count_nonzero(~np.isfinite(flat)))
+        with np.errstate(over="ignore", invalid="ignore"):
+            ok = np.isfinite(np.dot(flat, flat))
+        bad = 0 if ok else int(np.count_nonzero(~np.isfinite(flat)))   # squares may overflow: count
+        if bad:
             raise ValueError(f"the {what} contain {bad} NaN or inf value(s): clean the batch "
                              f"(nothing was computed)")

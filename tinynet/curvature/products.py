@@ -38,7 +38,10 @@ def _direction(net, v, who):
         raise ValueError(f"{who}: v must be a flat vector of the {net.n_params} parameters "
                          f"(shape ({net.n_params},)), got shape {shape}")
     if isinstance(v, np.ndarray) or net.bk.name == "cpu":
-        return net.bk.asarray(np.asarray(v), net.dtype)
+        v = np.asarray(v)
+        if not np.isfinite(v).all():
+            raise ValueError(f"{who}: v contains NaN or inf: give a finite direction")
+        return net.bk.asarray(v, net.dtype)
     return v
 
 

@@ -52,10 +52,6 @@ class ACP(Optimizer):
         if route not in ("auto", "batch", "gradient"):
             raise ValueError(f"ACP: route must be 'auto', 'batch' or 'gradient', got {route!r}")
         self.route = route
-        if not eps >= 0:
-            raise ValueError(f"ACP: eps must be >= 0, got {eps}")
-        if int(T) < 1:
-            raise ValueError(f"ACP: amortization T must be >= 1, got {T}")
         if not (alpha == "heuristic" or (isinstance(alpha, (int, float)) and alpha > 0)):
             try:
                 alpha = float(alpha)

@@ -61,7 +61,10 @@ def _all_finite(bk, A):
         if not np.issubdtype(A.dtype, np.floating):
             return True
         flat = A.reshape(-1)
-        return bool(np.isfinite(np.dot(flat, flat)))       # NaN and inf survive a sum of squares
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.dot(flat, flat)):            # NaN and inf survive a sum of squares
+                return True
+        return bool(np.isfinite(flat).all())               # the squares overflowed: look closer
     flat = A.reshape(A.size)
     return math.isfinite(bk.dot(flat, flat))
 
@@ -82,6 +85,7 @@ def _guard_step(step):
         if self._theta_before is None:
             self._theta_before = self.bk.zeros(theta.shape[0], theta.dtype)
         self.bk.copy_into(self._theta_before, theta)
+        k = self.k
         self._stepping = True
         try:
             loss = step(self, X, Y)
@@ -89,7 +93,8 @@ def _guard_step(step):
             self._stepping = False
         if not _all_finite(self.bk, theta):
             self.bk.copy_into(theta, self._theta_before)
-            raise NonFiniteError(f"{who}.step {self.k}: the update would make parameters non-finite "
+            self.k = k
+            raise NonFiniteError(f"{who}, update {k + 1}: the update would make parameters non-finite "
                                  f"(minibatch loss {float(loss):.6g}); the parameters were put back, the "
                                  f"optimizer's own state may be damaged: restart from a checkpoint with a "
                                  f"smaller lr")

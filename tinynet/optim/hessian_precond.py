@@ -46,10 +46,6 @@ class HessianPreconditioner(DirectionOptimizer):
         super().__init__(net, lr)
         if solver not in SOLVERS:
             raise ValueError(f"HessianPreconditioner: solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
-        if not eps >= 0:
-            raise ValueError(f"HessianPreconditioner: eps must be >= 0, got {eps}")
-        if int(cg_iters) < 1:
-            raise ValueError(f"HessianPreconditioner: cg_iters must be >= 1, got {cg_iters}")
         check_range("HessianPreconditioner", "eps", eps, 0)
         check_range("HessianPreconditioner", "cg_iters", cg_iters, 1, integer=True)
         check_range("HessianPreconditioner", "cg_tol", cg_tol, 0, lo_open=True)

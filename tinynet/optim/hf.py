@@ -70,14 +70,6 @@ class HessianFree(Optimizer):
         if curvature not in HF_CURVATURES:
             raise ValueError(f"HessianFree: curvature must be one of {', '.join(HF_CURVATURES)}, "
                              f"got {curvature!r}")
-        if not damping >= 0:
-            raise ValueError(f"HessianFree: damping must be >= 0, got {damping}")
-        if int(cg_iters) < 1:
-            raise ValueError(f"HessianFree: cg_iters must be >= 1, got {cg_iters}")
-        if not 0 <= warm_start < 1:
-            raise ValueError(f"HessianFree: warm_start (decay) must lie in [0, 1), got {warm_start}")
-        if not 0 < curvature_fraction <= 1:
-            raise ValueError(f"HessianFree: curvature_fraction must lie in (0, 1], got {curvature_fraction}")
         check_range("HessianFree", "damping", damping, 0)
         check_range("HessianFree", "cg_iters", cg_iters, 1, integer=True)
         check_range("HessianFree", "cg_tol", cg_tol, 0, lo_open=True)

@@ -75,10 +75,6 @@ class KFAC(Optimizer):
             curvature = kfac_curvature
         if curvature not in ("gn", "fisher"):
             raise ValueError(f"KFAC: curvature must be 'gn' or 'fisher', got {curvature!r}")
-        if not eps > 0:
-            raise ValueError(f"KFAC: eps must be positive, got {eps}")
-        if int(T) < 1 or int(stats_every) < 1:
-            raise ValueError(f"KFAC: T and stats_every must be >= 1, got {T}, {stats_every}")
         if isinstance(kl_clip, str):             # the CLI's --kl-clip VALUE|none
             try:
                 kl_clip = None if kl_clip.lower() == "none" else float(kl_clip)

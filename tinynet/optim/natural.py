@@ -35,8 +35,6 @@ class NaturalGradient(DirectionOptimizer):
         super().__init__(net, lr)
         check_choice("NaturalGradient", "fisher_kind", fisher_kind, FISHER_KINDS)
         check_choice("NaturalGradient", "structure", structure, STRUCTURES)
-        if not eps > 0:
-            raise ValueError(f"NaturalGradient: eps (the KL scale ε of 3.2.2) must be > 0, got {eps}")
         check_range("NaturalGradient", "eps", eps, 0, lo_open=True)
         check_range("NaturalGradient", "fisher_samples", fisher_samples, 1, integer=True)
         check_range("NaturalGradient", "cg_iters", cg_iters, 1, integer=True)

@@ -11,8 +11,6 @@ class SGD(Optimizer):
 
     def __init__(self, net, lr, momentum=0.0, nesterov=False, schedule=None):
         super().__init__(net, lr)
-        if not 0 <= momentum < 1:
-            raise ValueError(f"SGD: momentum must lie in [0, 1), got {momentum}")
         check_range("SGD", "momentum", momentum, 0, 1, hi_open=True)
         if nesterov and momentum == 0:
             raise ValueError("SGD: nesterov needs momentum > 0")

@@ -103,8 +103,6 @@ class UBP(Optimizer):
             raise ValueError(f"UBP: curvature must be one of {CURVATURES}, got {curvature!r}")
         if mode not in MODES:
             raise ValueError(f"UBP: mode must be one of {MODES}, got {mode!r}")
-        if clip is not None and not clip >= 0:
-            raise ValueError(f"UBP: clip bounds ||correction|| / ||signal|| and must be >= 0, got {clip}")
         for s in net.layers:
             if s.mixes_batch:
                 raise TypeError(f"UBP: {s!r} mixes the examples of a batch (batch statistics), so the "

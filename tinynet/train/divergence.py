@@ -13,9 +13,13 @@ every step (the minibatch loss is there anyway):
 at each evaluation (a few reductions of theta):
   - a parameter is not finite;
   - the parameter norm exceeds `norm_factor` x max(1, its initial value);
+  - the training loss stopped moving (relative change <= 1e-7 since the last
+    evaluation) while the parameter norm grew past `stall_norm_factor` (10) x
+    its initial value: saturated units (on a 49-32-8-32-49 sigmoid
+    autoencoder, SGD at lr 100 freezes at norm 41x, lr 10 trains at 4.4x);
   - the parameters stopped moving (bitwise: norm, sum and training loss equal
     to the previous evaluation's) while the loss is above the best so far:
-    a saturated, dead network (a converged one sits at its best);
+    a dead network (a converged one sits at its best);
   - the training loss regressed past both the initial loss and 1.1 x the best
     evaluation so far, `patience` evaluations in a row (noise does not persist).
 
@@ -28,8 +32,9 @@ import numpy as np
 
 
 class DivergenceMonitor:
-    def __init__(self, factor=100.0, norm_factor=100.0, patience=2, state=None):
+    def __init__(self, factor=100.0, norm_factor=100.0, patience=2, stall_norm_factor=10.0, state=None):
         self.factor, self.norm_factor, self.patience = factor, norm_factor, patience
+        self.stall_norm_factor = min(stall_norm_factor, norm_factor)
         # what a resume needs (saved in the trainer state of each checkpoint)
         self.state = dict(initial_loss=None, initial_norm=None, best_eval=None, regressions=0,
                           last_fingerprint=None)
@@ -54,13 +59,15 @@ class DivergenceMonitor:
         theta: host parameter vector."""
         s = self.state
         t64 = theta.astype(np.float64, copy=False)
-        total = float(np.sum(t64))
-        if not math.isfinite(total):
-            bad = int(np.count_nonzero(~np.isfinite(theta)))
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = float(np.sum(t64))
+        bad = 0 if math.isfinite(total) else int(np.count_nonzero(~np.isfinite(theta)))
+        if bad:
             return False, f"{bad} of the {theta.size} parameters are not finite"
         if not math.isfinite(train_loss):
             return False, f"the training loss is not finite ({train_loss})"
-        norm = float(np.sqrt(np.dot(t64, t64)))
+        with np.errstate(over="ignore"):
+            norm = float(np.sqrt(np.dot(t64, t64)))       # inf for finite but huge parameters
         if s["initial_norm"] is None:
             s["initial_norm"] = norm
         if s["initial_loss"] is None:
@@ -71,8 +78,14 @@ class DivergenceMonitor:
                            f"value {s['initial_norm']:.4g} (saturated or exploding units)")
         best = s["best_eval"]
         fingerprint = [norm, total, train_loss]
-        frozen = s["last_fingerprint"] == fingerprint
+        previous = s["last_fingerprint"]
+        frozen = previous == fingerprint
         s["last_fingerprint"] = fingerprint
+        if previous is not None and abs(train_loss - previous[2]) <= 1e-7 * abs(train_loss) \
+                and norm > self.stall_norm_factor * ref:
+            return False, (f"the training loss stopped moving ({previous[2]:.9g} -> {train_loss:.9g}) while "
+                           f"the parameter norm grew to {norm / s['initial_norm']:.3g} x its initial value "
+                           f"(saturated units, zero gradient)")
         if frozen and best is not None and train_loss > best * (1 + 1e-3):
             return False, (f"the parameters stopped moving (bitwise) at training loss {train_loss:.6g}, "
                            f"above the best {best:.6g}: the units are saturated, the gradient is zero")

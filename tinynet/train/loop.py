@@ -235,12 +235,12 @@ class _Session:
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self):
-        rows = self._open() if self.rd else []
-        if self.rd is None:
-            self.metrics = MetricsWriter(None, [])
         reason = message = seen = None
         in_step = False
-        with StopSignals() as stop:
+        with StopSignals() as stop:       # from the first file on: a stop request waits for a step boundary
+            rows = self._open() if self.rd else []
+            if self.rd is None:
+                self.metrics = MetricsWriter(None, [])
             try:
                 if self.st["step"] == 0 and not rows:
                     seen = self._evaluate_and_save()
@@ -253,9 +253,10 @@ class _Session:
                            (f"the checkpoint {self.rd.file(CHECKPOINT)} of the last evaluation is kept"
                             if self.rd else "the parameters may hold a partial update")) if in_step else \
                     f"interrupted at step {self.st['step']}"
-        if seen is None and reason == "interrupted" and stop.flag:
-            message = f"stopped by {stop.name} at step {self.st['step']}"
-        return self._finish(reason, message, seen, in_step, stop.name if stop.flag else None)
+            if seen is None and reason == "interrupted" and stop.flag and not in_step:
+                message = f"stopped by {stop.name} at step {self.st['step']}"
+            # still inside: a signal now waits until the final files are written
+            return self._finish(reason, message, seen, in_step, stop.name if stop.flag else None)
 
     _in_step = False
 

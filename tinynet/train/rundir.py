@@ -15,6 +15,7 @@ Every file is written by tinynet.train.files (atomic replace or fsynced append).
 """
 import fcntl
 import json
+import math
 import os
 import shutil
 import socket
@@ -146,6 +147,13 @@ class RunDir:
             raise RunFileError(f"cannot resume: {self.path} holds no run ({CONFIG} is missing); "
                                f"start the run without --resume")
         if not os.path.exists(ckpt):
+            if not from_last_good and not self.metrics_rows(math.inf):
+                # stopped before its first checkpoint: nothing was trained, start it afresh
+                for f in (CONFIG, METRICS, RESULT):
+                    if os.path.exists(self.file(f)):
+                        os.remove(self.file(f))
+                self.notes.append("the run had stopped before its first checkpoint: started afresh")
+                return "new"
             raise RunFileError(f"cannot resume: {ckpt} does not exist; start the run again with --overwrite")
         if not from_last_good and os.path.exists(self.file(RESULT)):
             res = read_json(self.file(RESULT), "result file")
