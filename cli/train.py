@@ -33,6 +33,7 @@ from tinynet.models import DATASET, MODEL_OPTIONS, MODELS, build_model, model_op
 from tinynet.optim import OPTIMIZERS, SCHEDULES, build_optimizer
 from tinynet.train import CheckpointError, RunExistsError, RunFileError, RunLockedError, TrainConfig
 from tinynet.train import train as run_training
+from cli.train_help import TrainCommand, check_method_options, show_defaults
 
 DEFAULT_STEPS = 1000      # when none of --steps / --epochs / --time-budget is given
 
@@ -48,7 +49,11 @@ RUN_OPTIONS = [
                  help=f"stop after this many updates (default {DEFAULT_STEPS} if no other stop is given)"),
     click.option("--epochs", type=float, default=None, help="stop after this many passes over the data"),
     click.option("--time-budget", type=float, default=None,
-                 help="stop after this many seconds of training time (evaluation excluded)"),
+                 help="stop after this many seconds of training time, the thesis's budget (evaluation "
+                      "and checkpoints excluded; counted over resumes)"),
+    click.option("--wall-budget", type=float, default=None,
+                 help="stop after this many seconds of wall time of this command (evaluation included): "
+                      "a scheduler's limit"),
     click.option("--eval-every", type=int, default=100, show_default=True,
                  help="evaluate train and test loss every N updates"),
     click.option("--eval-subset", type=int, default=None,
@@ -75,6 +80,9 @@ RUN_OPTIONS = [
                  help="diverged when the parameter norm exceeds this multiple of its initial value "
                       "(bounded losses: saturated units)"),
     click.option("--quiet", "-q", is_flag=True, help="no progress line"),
+    click.option("--show-defaults", is_flag=True,
+                 help="print the settings the chosen --optimizer would use (defaults and the options "
+                      "given) and exit"),
     # issue 6: batch-norm baselines of thesis figures 6.1-6.3
     click.option("--batchnorm", type=click.Choice(["full", "mean-only"]), default=None,
                  help="batch-norm stage after each hidden Linear layer of the named model "
@@ -167,6 +175,15 @@ def _option_names(options):
 
 
 METHOD_OPTION_NAMES = _option_names(METHOD_OPTIONS)
+TrainCommand.method_names = tuple(METHOD_OPTION_NAMES)
+# what the closing summary says about a model's numbers (measured here, or published)
+CONTEXT = {
+    "mnist-autoencoder": "the ~52.8 plateau is the mean image (every digit reconstructed alike); below it the "
+                         "net reconstructs digits. Published after 750k updates of batch 200 on a GPU "
+                         "(Sutskever et al. 2013, table 1): SGD 2.1, HF 1.4, NAG 0.73",
+}
+# settings that are not taken from config.json when resuming
+_NOT_FROM_CONFIG = ("out", "resume", "overwrite", "from_last_good", "quiet", "show_defaults")
 
 
 def _model_options(model, given):
@@ -201,12 +218,40 @@ def _older_run_with_defaults(out, resume, model, model_opts):
     return "model_options" not in old and model_opts == model_options(model)
 
 
-@click.command("train")
+def _given(ctx, name):
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def _settings_from_config(ctx, kw):
+    """--resume: every setting the user did not give comes from the run's
+    config.json ("command": the settings of the command that made it), so that
+    `tinynet train --out R --resume` alone continues the run. Returns the method
+    options recorded there (python names)."""
+    import json
+    path = os.path.join(kw["out"], "config.json")
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            conf = json.load(f)
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"run configuration {path} is damaged ({e}); it cannot be resumed")
+    saved = conf.get("command") or {}
+    for k, v in saved.get("settings", {}).items():
+        if k in kw and k not in _NOT_FROM_CONFIG and k not in METHOD_OPTION_NAMES and not _given(ctx, k):
+            kw[k] = v
+    return dict(saved.get("method_options", {}))
+
+
+@click.command("train", cls=TrainCommand)
 @_apply(RUN_OPTIONS)
 @_apply(METHOD_OPTIONS)
 @click.pass_context
 def train(ctx, **kw):
-    """Train a model; metrics, config and checkpoints go to the run directory."""
+    """Train a model; metrics, config and checkpoints go to the run directory.
+
+    With --resume, settings not given are taken from the run's config.json."""
+    recorded = _settings_from_config(ctx, kw) if kw["resume"] and kw["out"] else {}
     model, opt_name = kw["model"], kw["optimizer"]
     if model not in MODELS:
         raise click.BadParameter(f"unknown model {model!r}; available: {', '.join(MODELS)}",
@@ -215,8 +260,13 @@ def train(ctx, **kw):
         raise click.BadParameter(f"unknown optimizer {opt_name!r}; available: {', '.join(OPTIMIZERS)}",
                                  param_hint="--optimizer")
     # method options the user set (explicitly, on the command line or by environment)
-    explicit = {name: kw[name] for name in METHOD_OPTION_NAMES
-                if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    explicit = {**recorded, **{name: kw[name] for name in METHOD_OPTION_NAMES if _given(ctx, name)}}
+    method_params = [p for p in ctx.command.params if p.name in METHOD_OPTION_NAMES]
+    check_method_options(opt_name, [k for k in explicit if k != "lr"], method_params)
+    if kw["show_defaults"]:
+        for line in show_defaults(opt_name, kw["lr"], explicit, method_params):
+            click.echo(line)
+        return
 
     dataset = DATASET[model]
     given = {k: kw[k] for k in MODEL_OPTION_FLAGS if kw[k] is not None}
@@ -241,7 +291,7 @@ def train(ctx, **kw):
         raise click.UsageError(str(e))
 
     steps = kw["steps"]
-    if steps is None and kw["epochs"] is None and kw["time_budget"] is None:
+    if steps is None and kw["epochs"] is None and kw["time_budget"] is None and kw["wall_budget"] is None:
         steps = DEFAULT_STEPS
     out = kw["out"] or os.path.join("runs", f"{model}-{opt_name}-{time.strftime('%Y%m%d-%H%M%S')}")
     meta = dict(model=model, dataset=dataset, optimizer=opt_name, lr=opt.lr, dtype=kw["dtype"],
@@ -250,12 +300,16 @@ def train(ctx, **kw):
         meta["init_scale"] = kw["init_scale"]
     if model_opts and not _older_run_with_defaults(out, kw["resume"], model, model_opts):
         meta["model_options"] = model_opts   # the architecture, defaults included (resume checks it)
+    command = dict(settings={k: v for k, v in kw.items()
+                             if k not in _NOT_FROM_CONFIG and k not in METHOD_OPTION_NAMES},
+                   method_options=explicit)
+    command["settings"]["steps"] = steps
     cfg = TrainConfig(batch_size=kw["batch_size"], steps=steps, epochs=kw["epochs"],
-                      time_budget=kw["time_budget"], eval_every=kw["eval_every"],
+                      time_budget=kw["time_budget"], wall_budget=kw["wall_budget"], eval_every=kw["eval_every"],
                       eval_subset=kw["eval_subset"], seed=kw["seed"], out=out, resume=kw["resume"],
                       from_last_good=kw["from_last_good"], overwrite=kw["overwrite"],
                       divergence_factor=kw["divergence_factor"], norm_factor=kw["norm_factor"],
-                      progress=not kw["quiet"], meta=meta)
+                      progress=not kw["quiet"], meta=meta, command=command)
     try:
         cfg.check()
     except ValueError as e:
@@ -278,7 +332,12 @@ def train(ctx, **kw):
     first = result.history[0]["train_loss"] if result.history else float("nan")
     summary = (f"{result.stop_reason}: step {result.step}, training loss {first:.6g} -> "
                f"{result.train_loss:.6g}" if result.train_loss is not None else f"{result.stop_reason}")
-    click.echo(summary + f"; {result.steps_per_second:.1f} steps/s, {result.seconds:.1f} s of training")
+    click.echo(summary + f"; {result.steps_per_second:.1f} steps/s, {result.seconds:.1f} s of training "
+               f"+ {result.eval_seconds:.1f} s of evaluation")
+    if result.stop_reason != "diverged" and not kw["quiet"]:
+        if model in CONTEXT:
+            click.echo(f"  for scale: {CONTEXT[model]}", err=True)
+        click.echo(f"  curves and checkpoint in {out}; draw them with: tinynet plot {out}", err=True)
     if result.stop_reason == "diverged":
         if kw["quiet"]:
             click.echo(result.message, err=True)

@@ -63,6 +63,8 @@ def _fixed_train_options(model, optimizer, args):
         raise click.UsageError(f"{', '.join(flags[k] for k in clash)}: set by tinynet tune itself "
                                f"(use tune's own option), not after --")
     method = {k: ctx.params[k] for k in given if k in METHOD_OPTION_NAMES}
+    from cli.train_help import check_method_options
+    check_method_options(optimizer, list(method), [p for p in train.params if p.name in METHOD_OPTION_NAMES])
     arch = {k: ctx.params[k] for k in given if k in MODEL_OPTION_FLAGS}
     run = {k: ctx.params[k] for k in given if k in ("lr", "batch_size", "init_scale", "divergence_factor")}
     return run, method, arch

@@ -186,7 +186,38 @@ def test_refuses_to_overwrite(data, tmp_path):
 def test_ctrl_c_saves_and_resumes(data, tmp_path):
     """SIGINT during step 10: that step completes, a checkpoint is written, and
     resuming gives the same parameters as a run that was never interrupted."""
-    before = signal.getsignal(signal.SIGINT)   # default_int_handler, or SIG_IGN under a background job
+    # as at a terminal: Python's own Ctrl-C handler (a test started by `nohup` or `&`
+    # inherits SIGINT ignored, which the trainer then leaves ignored)
+    caller = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_saves_and_resumes(data, tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, caller)
+
+
+def test_ignored_sigint_stays_ignored(data, tmp_path):
+    """Under nohup SIGINT is SIG_IGN: the trainer installs no handler for it, so
+    the run goes on, and the disposition is the same afterwards."""
+    caller = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        net, opt = make()
+        step = opt.step
+
+        def interrupted(X, Y):
+            if opt.k == 3:
+                signal.raise_signal(signal.SIGINT)
+            return step(X, Y)
+
+        opt.step = interrupted
+        res = train(net, opt, data, TrainConfig(steps=10, batch_size=BATCH, progress=False))
+        assert res.stop_reason == "steps" and res.step == 10
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, caller)
+
+
+def _ctrl_c_saves_and_resumes(data, tmp_path):
+    before = signal.getsignal(signal.SIGINT)
     net, opt = make()
     step = opt.step
 

@@ -24,7 +24,7 @@ OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSProp, "adam": Adam, "ubp": UBP,
 
 __all__ = ["Optimizer", "Centered", "ACP", "KFAC", "NNN", "Newton", "GaussNewton", "NaturalGradient", "HessianFree", "HessianPreconditioner",
            "UBP", "SGD", "RMSProp", "Adam", "OPTIMIZERS", "SCHEDULES", "make_schedule",
-           "DEFAULT_LR", "build_optimizer"]
+           "DEFAULT_LR", "build_optimizer", "hyperparameters"]
 
 # lr when none is given (the CLI's --lr); a class not listed here uses the
 # default of its own __init__ (Adam, RMSProp, the Newton family), if it has one.
@@ -71,10 +71,36 @@ def build_optimizer(name, net, lr=None, *, defaults=None, **options):
                                             period=sched.get("schedule_period"))
     unknown = [k for k in options if k not in takes]
     if unknown:
-        flag = ", ".join("--" + k.replace("_", "-") for k in unknown)
-        its = ", ".join("--" + k.replace("_", "-") for k in takes) or "none"
-        raise ValueError(f"optimizer {name!r} does not take {flag}; its options: {its}")
+        raise ValueError(f"optimizer {name!r} ({cls.__name__}) does not take {', '.join(unknown)}; "
+                         f"its parameters: {', '.join(takes) or 'none'}")
     for k, v in (defaults or {}).items():
         if k in takes and k not in options:
             options[k] = v
-    return cls(net, lr=lr, **options)
+    opt = cls(net, lr=lr, **options)
+    opt.hyperparameters = hyperparameters(name, lr, {**options, **sched})
+    return opt
+
+
+def hyperparameters(name, lr=None, options=None):
+    """Every parameter of OPTIMIZERS[name].__init__ with the value a run uses:
+    the given `options` (python names) over the class's defaults, lr resolved
+    as build_optimizer does; JSON-safe (objects by their repr). What config.json
+    records as "hyperparameters" and `tinynet train --show-defaults` prints."""
+    import inspect
+    cls = OPTIMIZERS[name]
+    params = inspect.signature(cls.__init__).parameters
+    if lr is None:
+        lr = DEFAULT_LR.get(name, params["lr"].default if "lr" in params else None)
+        if lr is inspect.Parameter.empty:
+            lr = None
+    out = {"lr": lr}
+    for p, spec in params.items():
+        if p in ("self", "net", "lr") or spec.kind in (inspect.Parameter.VAR_POSITIONAL,
+                                                         inspect.Parameter.VAR_KEYWORD):
+            continue
+        v = (options or {}).get(p, spec.default)
+        out[p] = v if v is None or isinstance(v, (bool, int, float, str)) else repr(v)
+    for k, v in (options or {}).items():          # CLI-only names such as schedule_gamma
+        if k not in out:
+            out[k] = v if v is None or isinstance(v, (bool, int, float, str)) else repr(v)
+    return out

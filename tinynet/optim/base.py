@@ -108,6 +108,7 @@ class Optimizer:
     _stepping = False
     _theta_before = None
     guard = "full"          # or "inputs": only the batch is checked (see the module docstring)
+    hyperparameters = None  # the resolved settings, set by tinynet.optim.build_optimizer
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

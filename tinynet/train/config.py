@@ -12,7 +12,8 @@ class TrainConfig:
     batch_size: int = 200
     steps: int | None = None
     epochs: float | None = None
-    time_budget: float | None = None     # seconds of training time
+    time_budget: float | None = None     # seconds of training time (evaluation excluded), whole run
+    wall_budget: float | None = None     # seconds of wall time of this call (evaluation included)
     eval_every: int = 100
     eval_subset: int | None = None       # rows of each set used for evaluation (None: all)
     eval_chunk: int = 2000               # rows per forward pass during evaluation
@@ -27,13 +28,14 @@ class TrainConfig:
     progress: bool = True                # progress line and evaluation lines on stderr
     progress_interval: float = 0.5
     meta: dict = field(default_factory=dict)   # model / optimizer description, saved in config.json
+    command: dict | None = None          # the CLI settings that made the run (recorded, not compared)
 
     def check(self):
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size}")
-        if self.steps is None and self.epochs is None and self.time_budget is None:
-            raise ValueError("give a stop criterion: steps, epochs or time_budget")
-        for name in ("steps", "epochs", "time_budget"):
+        if self.steps is None and self.epochs is None and self.time_budget is None and self.wall_budget is None:
+            raise ValueError("give a stop criterion: steps, epochs, time_budget or wall_budget")
+        for name in ("steps", "epochs", "time_budget", "wall_budget"):
             v = getattr(self, name)
             if v is not None and not v > 0:
                 raise ValueError(f"{name} must be positive, got {v}")
@@ -57,7 +59,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    stop_reason: str            # "steps", "epochs", "time", "diverged", "interrupted"
+    stop_reason: str            # "steps", "epochs", "time", "wall", "diverged", "interrupted"
     message: str
     step: int
     epoch: float
@@ -72,3 +74,14 @@ class TrainResult:
     signal: str | None = None   # SIGINT / SIGTERM / SIGHUP when interrupted by one
     divergence: dict | None = None   # {"step", "seen"} when diverged
     last_good_step: int | None = None
+    eval_seconds: float = 0.0   # evaluation time in this call (not in `seconds`)
+
+    def __repr__(self):
+        first = self.history[0]["train_loss"] if self.history else None
+        loss = (f", training loss {first:.6g} -> {self.train_loss:.6g}"
+                if first is not None and self.train_loss is not None else "")
+        test = f", test loss {self.test_loss:.6g}" if self.test_loss is not None else ""
+        err = f", test error {100 * self.test_error:.2f}%" if self.test_error is not None else ""
+        where = f", run_dir={self.run_dir!r}" if self.run_dir else ""
+        return (f"TrainResult({self.stop_reason}: step {self.step}{loss}{test}{err}, {self.seconds:.1f} s "
+                f"of training, {len(self.history)} evaluations{where})")

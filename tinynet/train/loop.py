@@ -17,6 +17,7 @@ import numpy as np
 
 from tinynet.train.config import CHANGEABLE_ON_RESTART, FIXED_ON_RESUME, TrainConfig, TrainResult
 from tinynet.train.divergence import DivergenceMonitor
+from tinynet.train.environment import describe
 from tinynet.train.evaluation import evaluate, subset
 from tinynet.train.files import CheckpointError, MetricsWriter, load_checkpoint, save_checkpoint
 from tinynet.train.rundir import CHECKPOINT, LAST_GOOD, METRICS, RunDir
@@ -105,6 +106,8 @@ class _Session:
         self.rd = RunDir(cfg.out) if cfg.out else None
         self.shown = 0                # length of the progress line on screen
         self.session_steps, self.session_seconds = 0, 0.0
+        self.session_evals, self.session_eval_seconds = 0, 0.0
+        self.started = time.perf_counter()          # the wall clock of this call (wall_budget)
         erng = np.random.default_rng([cfg.seed, 1])    # the fixed evaluation subsets
         self.train_eval = subset(Xtr, Ytr, cfg.eval_subset, erng, self.autoencode)
         test = data.get("test")
@@ -136,11 +139,12 @@ class _Session:
                 restarts[-1]["from_step"] = self.st["step"]
             rows = rd.metrics_rows(self.st["step"])
         test = self.data.get("test")
-        conf = dict(trainer={k: v for k, v in asdict(cfg).items() if k != "meta"},
+        conf = dict(trainer={k: v for k, v in asdict(cfg).items() if k not in ("meta", "command")},
                     meta=cfg.meta, n_params=self.net.n_params, dtype=self.net.dtype.name,
                     device=self.net.device, network=repr(self.net), optimizer=type(self.opt).__name__,
+                    hyperparameters=self.opt.hyperparameters or {"lr": self.opt.lr},
                     n_train=self.n, n_test=None if test is None else test[0].shape[0],
-                    resumed=resumed, restarts=restarts)
+                    resumed=resumed, restarts=restarts, environment=describe(), command=cfg.command)
         rd.write_config(conf)
         self.metrics = MetricsWriter(rd.file(METRICS), rows)
         if mode == "new":
@@ -216,6 +220,7 @@ class _Session:
         """Evaluate, add the metrics row, run the divergence checks, checkpoint.
         Returns what shows divergence, or None."""
         net, cfg, st = self.net, self.cfg, self.st
+        t0 = time.perf_counter()
         tr_loss, _ = evaluate(net, *self.train_eval, cfg.eval_chunk, self.autoencode)
         te_loss = te_err = None
         if self.test_eval is not None:
@@ -227,6 +232,8 @@ class _Session:
                    train_loss=tr_loss, test_loss=te_loss, test_error=te_err, batch_loss=bl,
                    **_scalar_metrics(self.opt.metrics))
         self.metrics.add(row)
+        self.session_evals += 1
+        self.session_eval_seconds += time.perf_counter() - t0
         self._print_row(row)
         good, seen = self.monitor.on_eval(net.get_flat(), tr_loss)
         if seen is None and save:
@@ -272,7 +279,9 @@ class _Session:
                 return reason, f"reached {st['step']} steps ({st['step'] / self.steps_per_epoch:.2f} epochs)", \
                     None, False
             if cfg.time_budget is not None and st["seconds"] >= cfg.time_budget:
-                return "time", f"time budget of {cfg.time_budget:g} s spent", None, False
+                return "time", f"time budget of {cfg.time_budget:g} s of training spent", None, False
+            if cfg.wall_budget is not None and time.perf_counter() - self.started >= cfg.wall_budget:
+                return "wall", f"wall budget of {cfg.wall_budget:g} s spent", None, False
             if stop.flag:
                 return "interrupted", f"interrupted at step {st['step']}", None, False
             t0 = time.perf_counter()
@@ -307,7 +316,7 @@ class _Session:
 
     def _finish(self, reason, message, seen, in_step, signal_name):
         st, rd = self.st, self.rd
-        if reason in ("steps", "epochs", "time", "interrupted") and not in_step and seen is None:
+        if reason in ("steps", "epochs", "time", "wall", "interrupted") and not in_step and seen is None:
             at_end = self.metrics.rows and self.metrics.rows[-1]["step"] == st["step"]
             if reason != "interrupted" and not at_end:
                 seen = self._evaluate_and_save()
@@ -336,7 +345,8 @@ class _Session:
             steps_per_second=self.session_steps / self.session_seconds if self.session_seconds else 0.0,
             initial_loss=self.monitor.state["initial_loss"], train_loss=last.get("train_loss"),
             test_loss=last.get("test_loss"), test_error=last.get("test_error"), history=list(self.metrics.rows),
-            run_dir=self.cfg.out, signal=signal_name, divergence=divergence, last_good_step=st["last_good_step"])
+            run_dir=self.cfg.out, signal=signal_name, divergence=divergence, last_good_step=st["last_good_step"],
+            eval_seconds=self.session_eval_seconds)
         if rd is not None:
             rd.write_result({k: v for k, v in asdict(result).items() if k != "history"})
         if self.log:
@@ -360,12 +370,40 @@ class _Session:
         self.shown = 0
 
     def _print_progress(self, loss):
+        """step k/N pct  loss  steps/s  training and evaluation seconds  ETA."""
         st = self.st
         total = "" if self.max_steps == math.inf else f"/{self.max_steps}"
-        line = (f"step {st['step']}{total}  loss {loss:.6g}  "
-                f"{self.session_steps / max(self.session_seconds, 1e-9):.1f} steps/s  {st['seconds']:.1f}s")
+        done, eta = self._progress()
+        pct = "" if done is None else f" {100 * done:3.0f}%"
+        line = (f"step {st['step']}{total}{pct}  loss {loss:.6g}  "
+                f"{self.session_steps / max(self.session_seconds, 1e-9):.1f} steps/s  "
+                f"train {st['seconds']:.1f}s  eval {self.session_eval_seconds:.1f}s"
+                + ("" if eta is None else f"  ETA {_clock(eta)}"))
         print("\r" + line.ljust(self.shown), end="", file=self.log, flush=True)
         self.shown = len(line)
+
+    def _progress(self):
+        """(fraction done, seconds left) by the nearest stop criterion, or Nones."""
+        st, cfg = self.st, self.cfg
+        rate = self.session_steps / self.session_seconds if self.session_seconds > 0 else None
+        per_eval = self.session_eval_seconds / self.session_evals if self.session_evals else 0.0
+        done, left = [], []
+        if self.max_steps != math.inf and rate:
+            rem = max(0, self.max_steps - st["step"])
+            done.append(st["step"] / self.max_steps)
+            left.append(rem / rate + (rem // cfg.eval_every + 1) * per_eval)
+        if cfg.time_budget is not None and rate:
+            rem_t = max(0.0, cfg.time_budget - st["seconds"])
+            done.append(st["seconds"] / cfg.time_budget)
+            left.append(rem_t + (rem_t * rate // cfg.eval_every + 1) * per_eval)
+        if cfg.wall_budget is not None:
+            wall = time.perf_counter() - self.started
+            done.append(wall / cfg.wall_budget)
+            left.append(max(0.0, cfg.wall_budget - wall))
+        if not left:
+            return None, None
+        i = min(range(len(left)), key=left.__getitem__)
+        return min(1.0, done[i]), left[i]
 
 
 def _next_batch(st, rng, n, batch_size):
@@ -386,3 +424,8 @@ def _scalar_metrics(metrics):
                 (isinstance(v, np.ndarray) and v.size == 1):
             out[k] = float(v)
     return out
+
+
+def _clock(seconds):
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
