@@ -239,6 +239,22 @@ def quality_check(hists):
     return t_eq, at, rows
 
 
+# the shared data folder beside the repository (DESIGN.md: ../shared/data/), found from this file
+DEFAULT_CIFAR = os.path.join("..", "shared", "data", "cifar10")
+REPO = os.path.dirname(HERE)
+
+
+def cifar_dir(given):
+    """The CIFAR-10 folder: --data-dir, else $TINYNET_DATA, else ../shared/data/cifar10
+    beside the repository; exits with one line when it does not exist."""
+    path = given or os.environ.get("TINYNET_DATA") or os.path.normpath(os.path.join(REPO, DEFAULT_CIFAR))
+    if not os.path.isdir(path):
+        how = "--data-dir" if given else "$TINYNET_DATA" if os.environ.get("TINYNET_DATA") else "the default"
+        sys.exit(f"thesis_fig6.py: CIFAR-10 folder {path} ({how}) does not exist: pass --data-dir DIR, "
+                 f"set TINYNET_DATA=DIR, or --skip-cifar")
+    return path
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budget", type=float, default=60.0, help="training seconds per run (default 60)")
@@ -248,11 +264,14 @@ def main(argv=None):
     ap.add_argument("--tune-method", choices=TUNE_METHODS, default="brs")
     ap.add_argument("--cost-repeats", type=int, default=7)
     ap.add_argument("--eval-every", type=int, default=50)
-    ap.add_argument("--data-dir", default=os.environ.get("TINYNET_DATA", "/work/shared/data/cifar10"))
+    ap.add_argument("--data-dir", default=None,
+                    help=f"CIFAR-10 folder (default $TINYNET_DATA, else {DEFAULT_CIFAR}, relative to the repository)")
     ap.add_argument("--skip-cifar", action="store_true")
     ap.add_argument("--skip-figures", action="store_true",
                     help="the cost table only (written to results/thesis_fig6_cost.md)")
     args = ap.parse_args(argv)
+    if not (args.skip_figures or args.skip_cifar):
+        args.data_dir = cifar_dir(args.data_dir)
     sweep_s = args.budget / 3 if args.sweep_seconds is None else args.sweep_seconds
     os.makedirs(RESULTS, exist_ok=True)
     t_start = time.time()

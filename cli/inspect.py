@@ -26,9 +26,11 @@ largest by scipy's Lanczos (eigsh) over hvp / gvp / fvp (tinynet.curvature.spect
 (e.g. mlp:3-2-2:tanh:mse) for a small MLP: with 49 or 784 inputs it reads
 MNIST (7x7 pooled / full), with any other input size seeded random data.
 The network is built in float64 at its initialization (--seed).
-Block labels name the stages by kind and rank (conv1, pool1, fc1, ...): the
-parameter blocks of H, G, F as "conv1 W", "conv1 b"; seed 001's blocks as
-"x1 conv1", "z3 pool1". --check's torch reference mirrors Linear, Conv2d,
+Block labels name the stages by class and rank (Conv2d 1, MaxPool2d 1,
+Linear 1, ...): the parameter blocks of H, G, F as "Conv2d 1 (W)", "Conv2d 1 (b)";
+seed 001's blocks as "x1 Conv2d 1", "z3 MaxPool2d 1". Heatmap colours (--scale):
+symlog by default (linear within a threshold taken from the data), linear, or
+one scale per block (tinynet.plotting.scales). --check's torch reference mirrors Linear, Conv2d,
 MaxPool2d, AvgPool2d, Flatten and the activations from their definitions.
 """
 import os
@@ -38,6 +40,7 @@ import click
 import numpy as np
 
 from tinynet import curvature as cv
+from tinynet.plotting.scales import SCALES
 
 SEED_MATRICES = ("M", "N", "D_x", "D_x_shift", "D_b", "B_b", "D_xx", "D_xz", "D_zx", "D_zz",
                  "T1", "T2", "T3", "T4", "H")
@@ -108,37 +111,43 @@ def load(net, dataset, split, data_dir, start, count, seed):
 
 
 def stage_names(net):
-    """Names of the stages f_1 .. f_L, the loss last: each stage by its kind and
-    its rank among the stages of that kind (conv1, pool1, conv2, fc1, bn1,
-    relu1, ...; seed 001's stage index l is the position in this list, from 1)."""
-    from tinynet.layers import AvgPool2d, BatchNorm, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, \
-        MeanOnlyBatchNorm
-    from tinynet.layers.activation import Activation
-    kinds = {Conv2d: "conv", Linear: "fc", MaxPool2d: "pool", AvgPool2d: "pool", BatchNorm: "bn",
-             MeanOnlyBatchNorm: "bn", BatchNorm2d: "bn2d", Flatten: "flatten"}
+    """Names of the stages f_1 .. f_L, the loss last: each stage by its class and
+    its rank among the stages of that class ("Conv2d 1", "MaxPool2d 1",
+    "Linear 1", "Tanh 2", ...; seed 001's stage index l is the position in
+    this list, from 1)."""
     seen, names = {}, []
     for s in net.layers:
-        kind = kinds.get(type(s)) or (s.kind if isinstance(s, Activation) else type(s).__name__.lower())
+        kind = type(s).__name__
         seen[kind] = seen.get(kind, 0) + 1
-        names.append(f"{kind}{seen[kind]}")
+        names.append(f"{kind} {seen[kind]}")
     return names + ["loss"]
 
 
+def param_blocks(stage, n):
+    """[(part, size)] of a stage's n parameters in the flat layout: Linear and
+    Conv2d [vec(W); b] (DESIGN.md), batch norm [gamma; beta] (beta alone when
+    mean-only), any other stage one part "theta"."""
+    from tinynet.layers import BatchNorm, BatchNorm2d, MeanOnlyBatchNorm
+    if hasattr(stage, "split") and hasattr(stage, "W"):
+        nw = stage.split(np.zeros(n))[0].size
+        return [("W", nw), ("b", n - nw)]
+    if isinstance(stage, MeanOnlyBatchNorm) or (isinstance(stage, BatchNorm) and not stage.has_scale):
+        return [("beta", n)]
+    if isinstance(stage, (BatchNorm, BatchNorm2d)) and n % 2 == 0:
+        return [("gamma", n // 2), ("beta", n // 2)]
+    return [("theta", n)]
+
+
 def stage_labels(net):
-    """Block sizes and labels of the flat parameter vector: for each stage with
-    parameters its W and b blocks (Linear, Conv2d: "conv1 W", "conv1 b"; the
-    [vec(W); b] layout of DESIGN.md), or one block named by the stage ("bn1")."""
+    """Block sizes and labels of the flat parameter vector: each part of each
+    stage with parameters, named by the stage and the part ("Conv2d 1 (W)",
+    "Conv2d 1 (b)", "BatchNorm 1 (gamma)"; param_blocks)."""
     names = stage_names(net)
     sizes, labels = [], []
     for i, s in net.slices():
-        stage, n = net.layers[i], s.stop - s.start
-        if hasattr(stage, "split") and hasattr(stage, "W"):
-            nw = stage.split(np.zeros(n))[0].size
-            sizes += [nw, n - nw]
-            labels += [f"{names[i]} W", f"{names[i]} b"]
-        else:
-            sizes.append(n)
-            labels.append(names[i])
+        for part, size in param_blocks(net.layers[i], s.stop - s.start):
+            sizes.append(size)
+            labels.append(f"{names[i]} ({part})")
     return sizes, labels
 
 
@@ -188,15 +197,12 @@ def downsample(A, f):
 
 
 def block_axis(net, l):
-    """(sizes, labels) of block l's parameters: its W and b parts ("fc2 W", "fc2 b")
-    or one part named by the stage."""
+    """(sizes, labels) of block l's parameters: its parts ("Linear 2 (W)",
+    "Linear 2 (b)"; param_blocks)."""
     names = stage_names(net)
     i, s = cv.block_index(net, l, "--layer")
-    stage, n = net.layers[i], s.stop - s.start
-    if hasattr(stage, "split") and hasattr(stage, "W"):
-        nw = stage.split(np.zeros(n))[0].size
-        return [nw, n - nw], [f"{names[i]} W", f"{names[i]} b"]
-    return [n], [names[i]]
+    parts = param_blocks(net.layers[i], s.stop - s.start)
+    return [size for _, size in parts], [f"{names[i]} ({part})" for part, _ in parts]
 
 
 def compute_chapter6(net, name, X, Y, layer, layer2, kfac_curvature, fisher_kind, seed):
@@ -293,28 +299,30 @@ def show_spectrum(w, what, name, meaning, out, title, top_k):
         click.echo(f"wrote the {what} of {name} to {os.path.abspath(out)}")
 
 
-def heatmap(A, rows, cols, rlabels, clabels, title, path):
+def heatmap_figure(A, rows, cols, rlabels, clabels, title, scale="symlog", panels=None):
+    """A matplotlib Figure of A (or of the (name, matrix) `panels` side by side,
+    each with its own colour scale) with its block grid and labels, coloured by
+    `scale` (tinynet.plotting.scales: symlog, linear or block)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=_figsize(A.shape))
-    _panel(fig, ax, A, rows, cols, rlabels, clabels, title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def heatmap_panels(panels, rows, cols, rlabels, clabels, title, path):
-    """One heatmap per (name, matrix) side by side, each with its own colour scale."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    if not panels:
+        fig, ax = plt.subplots(figsize=_figsize(A.shape))
+        _panel(fig, ax, A, rows, cols, rlabels, clabels, title, scale)
+        fig.tight_layout()
+        return fig
     w, h = _figsize(panels[0][1].shape)
     fig, axes = plt.subplots(1, len(panels), figsize=(min(24, w * len(panels) * 0.75), h))
-    for ax, (name, A) in zip(axes, panels):
-        _panel(fig, ax, A, rows, cols, rlabels, clabels, name)
+    for ax, (name, P) in zip(axes, panels):
+        _panel(fig, ax, P, rows, cols, rlabels, clabels, name, scale)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def heatmap(A, rows, cols, rlabels, clabels, title, path, scale="symlog", panels=None):
+    import matplotlib.pyplot as plt
+    fig = heatmap_figure(A, rows, cols, rlabels, clabels, title, scale, panels)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -325,19 +333,28 @@ def _figsize(shape):
     return 9, max(3.5, min(14, 8 * aspect))
 
 
-def _panel(fig, ax, A, rows, cols, rlabels, clabels, title):
+def _panel(fig, ax, A, rows, cols, rlabels, clabels, title, scale="symlog"):
+    from tinynet.plotting.scales import block_scaled, norm, symlog_ticks
+    maxima = None
+    if scale == "block":                          # scaled before any down-sampling: every block fills [-1, 1]
+        A, maxima = block_scaled(A, rows, cols)
     f = -(-max(A.shape) // MAX_PIXELS)
+    vmax = None
     if f > 1:                                     # a down-sampled view; the .npz has every entry
         A = downsample(A, f)
         rows, cols = [r / f for r in rows], [c / f for c in cols]
         title += f"\n(down-sampled view: means of {f} x {f} tiles"
-        # a few large tiles would leave the rest white: clip the colours at the 99.5th percentile
-        vmax = float(np.percentile(np.abs(A), 99.5)) or float(np.abs(A).max()) or 1.0
-        title += f"; colours clipped at |value| {vmax:.2g}, the 99.5th percentile)"
-    else:
-        vmax = float(np.abs(A).max()) or 1.0      # symmetric colour scale around 0
-    im = ax.imshow(A, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest", aspect="auto")
-    fig.colorbar(im, ax=ax, shrink=0.8)
+        if scale == "linear":
+            # a few large tiles would leave the rest white: clip the colours at the 99.5th percentile
+            vmax = float(np.percentile(np.abs(A), 99.5)) or float(np.abs(A).max()) or 1.0
+            title += f"; colours clipped at |value| {vmax:.2g}, the 99.5th percentile"
+        title += ")"
+    nrm, what = norm(A, scale, vmax)
+    im = ax.imshow(A, cmap="RdBu_r", norm=nrm, interpolation="nearest", aspect="auto")
+    cb = fig.colorbar(im, ax=ax, shrink=0.8)
+    if scale == "symlog":
+        cb.set_ticks(symlog_ticks(nrm))
+    cb.set_label("entry / max |entry| of its block" if scale == "block" else "entry", fontsize=8)
     ro, co = np.cumsum([0] + list(rows)), np.cumsum([0] + list(cols))
     for r in ro[1:-1]:
         ax.axhline(r - 0.5, color="k", lw=0.6)
@@ -348,13 +365,21 @@ def _panel(fig, ax, A, rows, cols, rlabels, clabels, title):
     ax.set_yticks([(ro[i] + ro[i + 1]) / 2 - 0.5 for i in keep_r], [rlabels[i] for i in keep_r], fontsize=7)
     ax.set_xticks([(co[i] + co[i + 1]) / 2 - 0.5 for i in keep_c], [clabels[i] for i in keep_c],
                   fontsize=7, rotation=60, ha="right")
-    ax.set_title(title, fontsize=9)
+    if maxima is not None:                        # each block's divisor, on blocks big enough to hold it
+        big_r, big_c = 0.06 * ro[-1], 0.06 * co[-1]
+        for i in keep_r:
+            for j in keep_c:
+                if rows[i] >= big_r and cols[j] >= big_c:
+                    ax.text((co[j] + co[j + 1]) / 2 - 0.5, (ro[i] + ro[i + 1]) / 2 - 0.5,
+                            f"max {maxima[i, j]:.2g}", ha="center", va="center", fontsize=6, color="0.15")
+    ax.set_title(f"{title}\n{what}", fontsize=9)
 
 
-def write(A, rows, cols, rlabels, clabels, name, meaning, out, title, extra=None, panels=None):
+def write(A, rows, cols, rlabels, clabels, name, meaning, out, title, extra=None, panels=None, scale="symlog"):
     """Write A (or, for .png with `panels`, the panels side by side) to `out`;
-    extra: more named arrays for the .npz. A .png of a matrix wider than
-    MAX_PIXELS also writes the full arrays to the .npz beside it."""
+    extra: more named arrays for the .npz; scale: the heatmap's colour scale.
+    A .png of a matrix wider than MAX_PIXELS also writes the full arrays to
+    the .npz beside it."""
     extra = dict(extra or {})
     if out == "-" or out.endswith(".txt"):
         header = (f"{name} {A.shape[0]}x{A.shape[1]}: {meaning}\nrow blocks "
@@ -370,10 +395,7 @@ def write(A, rows, cols, rlabels, clabels, name, meaning, out, title, extra=None
         np.savez(out, **{name: A, "row_blocks": np.array(rows), "col_blocks": np.array(cols),
                          "row_labels": np.array(rlabels), "col_labels": np.array(clabels)}, **extra)
     elif out.endswith(".png"):
-        if panels:
-            heatmap_panels(panels, rows, cols, rlabels, clabels, title, out)
-        else:
-            heatmap(A, rows, cols, rlabels, clabels, title, out)
+        heatmap(A, rows, cols, rlabels, clabels, title, out, scale, panels)
         if max(A.shape) > MAX_PIXELS:
             full = out[:-4] + ".npz"
             write(A, rows, cols, rlabels, clabels, name, meaning, full, title, extra)
@@ -505,8 +527,11 @@ def list_matrices(net, X, Y):
 @click.option("--spectrum", "spectrum_", is_flag=True, help="eigenvalues of the matrix instead of its entries")
 @click.option("--top-k", type=int, default=10, show_default=True, help="eigenvalues printed; Lanczos computes these")
 @click.option("--lanczos", is_flag=True, help="--spectrum of H / G / F by Lanczos even when the dense matrix fits")
+@click.option("--scale", type=click.Choice(SCALES), default="symlog", show_default=True,
+              help="heatmap colours: symlog (linear within a threshold taken from the data, the 5% quantile "
+                   "of the nonzero |entries|), linear, or block (each block divided by its max |entry|)")
 def inspect(model, matrix, example, batch, split, data_dir, seed, fisher_kind, out, list_, check,
-            layer, layer2, kfac_curvature, spectrum_, top_k, lanczos):
+            layer, layer2, kfac_curvature, spectrum_, top_k, lanczos, scale):
     """Print, plot or save a matrix of the math (seed 001, thesis ch. 3 and 6), or its spectrum."""
     net, dataset = build(model, seed)
     try:
@@ -581,7 +606,7 @@ def inspect(model, matrix, example, batch, split, data_dir, seed, fisher_kind, o
         w, what = spectrum(A)
         show_spectrum(w, what, matrix, meaning, out, title, top_k)
         return
-    _show(A, rows, cols, rl, cl, matrix, meaning, model, example, batch, out, extra, panels)
+    _show(A, rows, cols, rl, cl, matrix, meaning, model, example, batch, out, extra, panels, scale)
 
 
 def _report_torch(H, Ht, scale):
@@ -592,7 +617,8 @@ def _report_torch(H, Ht, scale):
         click.echo(f"torch.func.hessian: max |H - H_torch| = {d:.3e} (relative {d / scale:.1e})")
 
 
-def _show(A, rows, cols, rl, cl, matrix, meaning, model, example, batch, out, extra=None, panels=None):
+def _show(A, rows, cols, rl, cl, matrix, meaning, model, example, batch, out, extra=None, panels=None,
+          scale="symlog"):
     title = f"{matrix} {A.shape[0]}x{A.shape[1]} ({model}, example {example}" + \
             (f"..{example + batch - 1})" if batch > 1 and (matrix in ("H", "G", "F") or matrix in CHAPTER6)
              else ")") + f"\n{meaning}"
@@ -600,6 +626,6 @@ def _show(A, rows, cols, rl, cl, matrix, meaning, model, example, batch, out, ex
         click.echo(f"{matrix}: shape {A.shape}, max |entry| {np.abs(A).max():.4e}, "
                    f"nonzeros {np.count_nonzero(A)} - {meaning}\n(use --out FILE.png|.npz|.txt or --out - to see it)")
         return
-    write(A, rows, cols, rl, cl, matrix, meaning, out, title, extra, panels)
+    write(A, rows, cols, rl, cl, matrix, meaning, out, title, extra, panels, scale)
     if out != "-":
         click.echo(f"wrote {matrix} {A.shape} to {os.path.abspath(out)}")

@@ -1,76 +1,79 @@
-"""`tinynet plot RUN... --x updates|time --out fig.png`: the loss curves of
-several runs on one log-scale figure, as the thesis draws them (loss against
-updates or against training seconds).
+"""`tinynet plot RUN... [--x updates|time] [--columns C,...] [--out fig.png]`:
+the curves of several runs, as the thesis draws them (loss against updates or
+against training seconds), labelled from each run's config.json, one panel per
+metric kind, runs that differ only by their seed as a mean line and a band
+(tinynet.plotting.runs says what each rule is).
 
 `tinynet plot SEARCH...` with `tinynet tune` folders draws their scatter plots
 side by side instead (thesis figures 2.2 and 4.1, tinynet.tune.plot)."""
-import math
 import os
 
 import click
 
-from tinynet.train import METRICS, RunFileError, read_metrics
+from tinynet.train import RunFileError
 
 COLUMNS = ("train_loss", "test_loss", "batch_loss", "test_error")
+
+
+def _columns(given, runs):
+    """The columns asked for (repeatable, or comma-separated), checked against the runs' files."""
+    cols = [c.strip() for g in given for c in g.split(",") if c.strip()] or ["train_loss"]
+    present = set(COLUMNS).union(*(r.columns for r in runs))
+    for c in cols:
+        if c not in present:
+            raise click.BadParameter(f"no run has a column {c!r}; the columns are "
+                                     f"{', '.join(sorted(present - {'step', 'epoch', 'seconds'}))}",
+                                     param_hint="--columns")
+    return list(dict.fromkeys(cols))
 
 
 @click.command("plot")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--x", "x_axis", type=click.Choice(["updates", "time"]), default="updates", show_default=True,
               help="horizontal axis: updates (steps) or training seconds")
-@click.option("--y", "columns", type=click.Choice(COLUMNS), multiple=True,
-              help="curve(s) per run (repeatable; default train_loss)")
+@click.option("--columns", "--y", "columns", multiple=True, metavar="C[,C...]",
+              help="curve(s) per run, repeatable or comma-separated: train_loss (default), test_loss, "
+                   "batch_loss (the mean minibatch loss between evaluations), test_error, or any "
+                   "other column of metrics.csv")
 @click.option("--out", type=click.Path(dir_okay=False), default="fig.png", show_default=True)
-@click.option("--title", default=None)
-@click.option("--linear", is_flag=True, help="linear instead of log-scale y")
-def plot(runs, x_axis, columns, out, title, linear):
-    """Overlay the loss curves (metrics.csv) of the RUN directories."""
+@click.option("--title", default=None, help="figure title (default: the models and datasets, and the "
+                                            "settings shared by every run)")
+@click.option("--linear", is_flag=True, help="linear instead of log-scale loss axes")
+@click.option("--band", type=click.Choice(["minmax", "std"]), default="minmax", show_default=True,
+              help="band around the mean of runs that differ only by their seed: min-max or +-1 std")
+@click.option("--each-seed", is_flag=True, help="draw runs that differ only by their seed one by one")
+def plot(runs, x_axis, columns, out, title, linear, band, each_seed):
+    """Draw the curves (metrics.csv) of the RUN directories: one panel per metric
+    kind (losses of different kinds never share an axis), labels from each run's
+    config.json (optimizer, lr, key options), runs equal but for the seed as a
+    mean line and a band, the legend below the panels."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tinynet.plotting.runs import figure, read_run
+
     if all(os.path.exists(os.path.join(r, "tune.json")) for r in runs):
         return _plot_searches(runs, out, title)
-    columns = columns or ("train_loss",)
-    xkey = "step" if x_axis == "updates" else "seconds"
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    drawn = 0
-    for i, run in enumerate(runs):
-        path = os.path.join(run, METRICS)
-        if not os.path.exists(path):
-            raise click.ClickException(f"{run}: no {METRICS} (is it a run directory?)")
-        try:
-            rows = read_metrics(path)
-        except RunFileError as e:
-            raise click.ClickException(str(e))
-        if rows and xkey not in rows[0]:
-            raise click.ClickException(f"{path} has no {xkey!r} column: it is not a tinynet metrics file")
-        name = os.path.basename(os.path.normpath(run))
-        for col in columns:
-            pts = [(r[xkey], r[col]) for r in rows if r.get(col) is not None and math.isfinite(r[col])
-                   and (linear or r[col] > 0)]
-            if not pts:
-                click.echo(f"{run}: no {col} values, skipped", err=True)
-                continue
-            label = name if len(columns) == 1 else f"{name} {col}"
-            # one color per run; the test curve dashed beside its training curve
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=label, color=f"C{i % 10}",
-                    linestyle="-" if len(columns) == 1 or col != "test_loss" else "--")
-            drawn += 1
-    if not drawn:
-        raise click.ClickException("nothing to plot")
-    if not linear:
-        ax.set_yscale("log")
-    ax.set_xlabel("updates" if x_axis == "updates" else "training time (s)")
-    ax.set_ylabel(columns[0] if len(columns) == 1 else "loss")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    click.echo(f"wrote {out} ({drawn} curve(s))")
+    try:
+        loaded = [read_run(r) for r in dict.fromkeys(runs)]
+    except RunFileError as e:
+        raise click.ClickException(str(e))
+    cols = _columns(columns, loaded)
+    try:
+        fig, drawn, notes = figure(loaded, cols, x=x_axis, band=band, title=title, log=not linear,
+                                   by_seed=not each_seed)
+    except ValueError as e:
+        raise click.ClickException(str(e))
+    for note in notes:
+        click.echo(note, err=True)
+    try:
+        fig.savefig(out, dpi=120)
+    except OSError as e:
+        raise click.ClickException(f"cannot write {out}: {e.strerror or e}")
+    finally:
+        plt.close(fig)
+    click.echo(f"wrote {out} ({drawn} curve(s), {len(fig.axes)} panel(s))")
 
 
 def _plot_searches(folders, out, title):

@@ -79,7 +79,7 @@ def test_big_heatmap_is_a_downsampled_view_with_the_full_matrix_in_the_npz(tmp_p
 
 def test_list_names_the_blocks_and_the_chapter6_matrices():
     r = run("--model", SPEC, "--list")
-    for text in ("0: fc1", "2: fc3", "kfac_A", "kfac_G", "cov", "H_block", "kron_vs_exact", "(5, 5)", "(24, 24)"):
+    for text in ("0: Linear 1", "2: Linear 3", "kfac_A", "kfac_G", "cov", "H_block", "kron_vs_exact", "(5, 5)", "(24, 24)"):
         assert text in r.output, text
 
 

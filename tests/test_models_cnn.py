@@ -236,10 +236,12 @@ def test_inspect_tiny_cnn_matrices_name_the_conv_blocks(tmp_path, name):
         A, rows, labels = z[name], z["row_blocks"], list(z["row_labels"])
     if name == "G":
         ref = cv.gauss_newton(net, np.asarray(X[:3], np.float64), Y[:3])
-        assert labels == ["conv1 W", "conv1 b", "conv2 W", "conv2 b", "fc1 W", "fc1 b"]
+        assert labels == ["Conv2d 1 (W)", "Conv2d 1 (b)", "Conv2d 2 (W)", "Conv2d 2 (b)", "Linear 1 (W)",
+                          "Linear 1 (b)"]
         assert list(rows) == [8, 2, 32, 4, 160, 10]
     else:
         ref = getattr(cv.matrices(net, np.asarray(X[0], np.float64), Y[0]), name)
-        first, third = {"M": ("z1 conv1", "z3 pool1"), "D_xx": ("vec d∇x f1 conv1", "vec d∇x f3 pool1")}[name]
+        first, third = {"M": ("z1 Conv2d 1", "z3 MaxPool2d 1"),
+                        "D_xx": ("vec d∇x f1 Conv2d 1", "vec d∇x f3 MaxPool2d 1")}[name]
         assert labels[0] == first and labels[2] == third and labels[-1].endswith(" loss")
     assert rows.sum() == A.shape[0] and np.array_equal(A, ref)

@@ -76,7 +76,20 @@ class SeedMatrices:
     """The arrays of seed 001 for one example (attributes named as in NAMES, plus
     `b` (list of b_l), `e_L`, `gradient`, `terms` = (T1, T2, T3, T4), `a`
     (activation sizes a_0 .. a_L), `p` (parameter sizes p_1 .. p_L), `stages`
-    (stage names, the loss last)). `as_dict()` gives name -> array."""
+    (stage names, the loss last)). `as_dict()` gives name -> array; the repr
+    lists the stages, the sizes and every matrix with its shape."""
+
+    def __repr__(self):
+        if not hasattr(self, "H"):
+            return "SeedMatrices(empty)"
+        names = ("M", "N", "D_x", "D_x_shift", "D_b", "B_b", "D_xx", "D_xz", "D_zx", "D_zz", "H")
+        mats = ", ".join(f"{k} {getattr(self, k).shape}" for k in names)
+        terms = ", ".join(f"T{i} {T.shape}" for i, T in enumerate(self.terms, start=1))
+        return (f"SeedMatrices(one example, seed 001; {len(self.p)} stages f_1..f_L = {', '.join(self.stages)}\n"
+                f"  activation sizes a_0..a_L = {list(self.a)}, parameter sizes p_1..p_L = {list(self.p)}\n"
+                f"  {mats}\n  {terms} (H = T1 + T2 + T3 + T4)\n"
+                f"  gradient {self.gradient.shape}, e_L {self.e_L.shape}, "
+                f"b_1..b_L of sizes {[len(b) for b in self.b]})")
 
     def as_dict(self):
         d = {k: getattr(self, k) for k in ("M", "N", "D_x", "D_x_shift", "D_b", "B_b",
