@@ -1,15 +1,18 @@
 """Stochastic gradient descent (seed 003, the generic SG algorithm):
 w_{k+1} = w_k - alpha_k g(w_k, xi_k), with alpha_k from a schedule
 (tinynet.optim.schedules), optionally with heavy-ball momentum or Nesterov's
-variant (v = mu v + g; w -= alpha v, or w -= alpha (g + mu v))."""
+variant (v = mu v + g; w -= alpha v, or w -= alpha (g + mu v)).
+lr_scaling="share-fanin": each layer's stepsize is alpha / sqrt(share x fanin)
+(the slides' per-layer stepsizes, tinynet.optim.lr_scaling)."""
 from tinynet.optim.base import Optimizer, check_range
+from tinynet.optim.lr_scaling import layer_factors, scale_gradient
 from tinynet.optim.schedules import Constant
 
 
 class SGD(Optimizer):
     name = "sgd"
 
-    def __init__(self, net, lr, momentum=0.0, nesterov=False, schedule=None):
+    def __init__(self, net, lr, momentum=0.0, nesterov=False, schedule=None, lr_scaling="none"):
         super().__init__(net, lr)
         check_range("SGD", "momentum", momentum, 0, 1, hi_open=True)
         if nesterov and momentum == 0:
@@ -17,12 +20,14 @@ class SGD(Optimizer):
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
         self.schedule = schedule or Constant(self.lr)
         self.v = self.bk.zeros(net.n_params, net.dtype) if momentum > 0 else None
+        self.lr_scaling, self.factors = lr_scaling, layer_factors(net, lr_scaling)
 
     def _vectors(self):
         return {"v": self.v} if self.v is not None else {}
 
     def step(self, X, Y):
         loss, g = self.net.loss_and_gradient(X, Y)
+        scale_gradient(self.bk, g, self.factors)
         alpha = self.schedule(self.k)
         if self.v is None:
             self.bk.axpy(-alpha, g, self.net.theta)
