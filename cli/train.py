@@ -108,12 +108,13 @@ METHOD_OPTIONS = [
     click.option("--lr-scaling", type=click.Choice(["none", "share-fanin"]), default=None,
                  help="[sgd] per-layer stepsizes lr / sqrt(share x fanin) (seed 003's 1990's-style network)"),
     # ---- RMSProp / Adam ----------------------------------------------------------------------
-    click.option("--rho", type=float, default=None, help="[rmsprop] decay of the squared-gradient average"),
+    click.option("--rho", type=float, default=None, help="[rmsprop, twist] decay of the squared-gradient average (twist: of the normalizer and E(g_j^2))"),
     click.option("--beta1", type=float, default=None, help="[adam] decay of the gradient average"),
     click.option("--beta2", type=float, default=None, help="[adam] decay of the squared-gradient average"),
     click.option("--eps", type=float, default=None,
                  help="[rmsprop, adam: added to the root; newton, gn, hessian-precond: Tikhonov damping; "
-                      "natural: the KL scale epsilon of thesis 3.2.2; acp, nnn: added to C; kfac: factored damping]"),
+                      "natural: the KL scale epsilon of thesis 3.2.2; acp, nnn: added to C; kfac: factored damping; "
+                      "twist: added to E(g_j^2) of --metric neuron]"),
     # ---- add the options of further methods below, one section per method ---------------------
     # ---- Newton family: newton, gn, natural, hf, hessian-precond (issue 5; thesis chapter 3) ----
     click.option("--curvature", type=click.Choice(["hessian", "gn", "fisher"]), default=None,
@@ -152,6 +153,12 @@ METHOD_OPTIONS = [
     click.option("--kl-clip", type=str, default=None,
                  help="[kfac] trust region: scale each update so that lr^2 g^T (A⊗G)^-1 g <= VALUE "
                       "(default 0.01); 'none' for the plain step"),
+    # ---- natural gradient with a twist (issue 15; seed 003) --------------------------------------
+    click.option("--metric", type=click.Choice(["identity", "neuron"]), default=None,
+                 help="[twist] G = I, or the per-neuron E[g_j^2] I of the 1990's-style network"),
+    click.option("--normalizer", type=click.Choice(["global", "layer", "neuron", "weight"]), default=None,
+                 help="[twist] blocks of the normalizer 1/sqrt(mu + E[g^T G^-1 g])"),
+    click.option("--mu", type=float, default=None, help="[twist] mu under the normalizer's square root"),
     # ---- UBP (issue 4; thesis chapter 5, algorithm 2) -------------------------------------------
     click.option("--ubp-mode", type=click.Choice(["matrix_free", "explicit"]), default=None,
                  help="[ubp] J_i v by forward/reverse passes (default) or per-example Jacobians stored"),

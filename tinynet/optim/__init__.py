@@ -13,6 +13,7 @@ from tinynet.optim.nnn import NNN
 from tinynet.optim.rmsprop import RMSProp
 from tinynet.optim.schedules import SCHEDULES, make_schedule
 from tinynet.optim.sgd import SGD
+from tinynet.optim.twist import NaturalTwist
 from tinynet.optim.ubp import UBP
 
 OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSProp, "adam": Adam, "ubp": UBP,
@@ -20,9 +21,11 @@ OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSProp, "adam": Adam, "ubp": UBP,
               "newton": Newton, "gn": GaussNewton, "natural": NaturalGradient, "hf": HessianFree,
               "hessian-precond": HessianPreconditioner,
               # Kronecker / covariance preconditioners (issue 6)
-              "centered": Centered, "acp": ACP, "kfac": KFAC, "nnn": NNN}
+              "centered": Centered, "acp": ACP, "kfac": KFAC, "nnn": NNN,
+              # seed 003 (issue 15)
+              "twist": NaturalTwist}
 
-__all__ = ["Optimizer", "Centered", "ACP", "KFAC", "NNN", "Newton", "GaussNewton", "NaturalGradient", "HessianFree", "HessianPreconditioner",
+__all__ = ["Optimizer", "NaturalTwist", "Centered", "ACP", "KFAC", "NNN", "Newton", "GaussNewton", "NaturalGradient", "HessianFree", "HessianPreconditioner",
            "UBP", "SGD", "RMSProp", "Adam", "OPTIMIZERS", "SCHEDULES", "make_schedule",
            "DEFAULT_LR", "build_optimizer", "hyperparameters"]
 

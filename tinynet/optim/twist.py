@@ -1,0 +1,128 @@
+"""Natural gradient "with a twist" (seed 003, slides "Natural gradient with a
+twist" and "1990's style network"):
+
+    w_B <- w_B - lr / sqrt(mu + E[g_B^T G_B^{-1} g_B]) G_B^{-1} <g>_B
+
+for each block B of the parameters, with <g> the minibatch gradient and the
+expectation E[.] a running average over steps (rate 1 - rho) of the minibatch
+value <g>_B^T G_B^{-1} <g>_B. Blocks (`normalizer`): "global" (one block),
+"layer" (each stage's parameters), "neuron" (the fan_in + 1 weights of one
+output of a Linear / Conv2d: a column of [W^T; b^T]; other stages per
+parameter), "weight" (each parameter). Metric (`metric`):
+
+  "identity"  G = I;
+  "neuron"    the slides' 1990's-style approximation of the per-neuron block
+              of the empirical Fisher, E[g_j^2 x_i x_i'] ~ E[g_j^2] I, with
+              g_j = dl/da_j of an example (a row of B; for a convolution each
+              position is a row) and E a running average; `eps` is added to
+              E[g_j^2] (the inverse of a near-zero second moment is damped).
+
+With metric="identity", normalizer="weight" and mu = 0 this is RMSProp with
+eps = 0 exactly: r = rho r + (1 - rho) g^2, w -= lr g / sqrt(r). A per-block
+normalizer changes the direction of the whole update, not only its length
+(the slides' point; `direction_angle` measures it).
+
+The statistics are host float64 arrays (per step, O(parameters)); a CUDA run
+moves the gradient to the host for them.
+"""
+import numpy as np
+
+from tinynet.optim.base import Optimizer, check_range
+from tinynet.optim.newton import check_choice
+from tinynet.optim.stats import forward_backward_bk, kron_indices
+
+METRICS = ("identity", "neuron")
+NORMALIZERS = ("global", "layer", "neuron", "weight")
+
+
+class NaturalTwist(Optimizer):
+    name = "twist"
+
+    def __init__(self, net, lr=0.01, metric="identity", normalizer="layer", rho=0.9, mu=1e-8, eps=1e-8):
+        super().__init__(net, lr)
+        check_choice("NaturalTwist", "metric", metric, METRICS)
+        check_choice("NaturalTwist", "normalizer", normalizer, NORMALIZERS)
+        self.rho = check_range("NaturalTwist", "rho", rho, 0, 1, hi_open=True)
+        self.mu = check_range("NaturalTwist", "mu", mu, 0)
+        self.eps = check_range("NaturalTwist", "eps", eps, 0)
+        if metric == "neuron" and not self.eps > 0:
+            raise ValueError("NaturalTwist: metric 'neuron' needs eps (--eps) > 0 (it divides by E[g_j^2] + eps)")
+        self.metric, self.normalizer = metric, normalizer
+        self.kron = kron_indices(net) if metric == "neuron" or normalizer == "neuron" else []
+        self.block_id, self.n_blocks = self._blocks()
+        self.norm = np.zeros(self.n_blocks)                  # running E[g_B^T G_B^-1 g_B]
+        self.g2 = {i: np.zeros(net.layers[i].fan_out) for i in self.kron} if metric == "neuron" else {}
+        self._grad = self.bk.zeros(net.n_params, net.dtype)
+
+    def _blocks(self):
+        """block index of every parameter (flat layout of DESIGN.md)."""
+        net, P = self.net, self.net.n_params
+        if self.normalizer == "global":
+            return np.zeros(P, dtype=np.int64), 1
+        if self.normalizer == "weight":
+            return np.arange(P), P
+        ids, nxt = np.empty(P, dtype=np.int64), 0
+        for i, (a, b) in enumerate(net.offsets):
+            if b == a:
+                continue
+            s = net.layers[i]
+            if self.normalizer == "layer":
+                ids[a:b] = nxt
+                nxt += 1
+            elif i in self.kron:              # neuron j: column j of [W^T; b^T] (fan_in + 1, fan_out)
+                cols = np.tile(np.arange(s.fan_out), s.fan_in + 1)
+                ids[a:b] = nxt + cols
+                nxt += s.fan_out
+            else:
+                ids[a:b] = nxt + np.arange(b - a)
+                nxt += b - a
+        return ids, nxt
+
+    def state_dict(self):
+        st = super().state_dict()
+        st["norm"] = self.norm.copy()
+        st["g2"] = {str(i): v.copy() for i, v in self.g2.items()}
+        return st
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.norm = np.array(state["norm"], dtype=np.float64)
+        self.g2 = {int(i): np.array(v, dtype=np.float64) for i, v in state.get("g2", {}).items()}
+
+    def direction(self, X, Y):
+        """(loss, the update d with w <- w - d) of this step, updating the running averages."""
+        net, bk = self.net, self.bk
+        grad = self._grad
+        loss, ctxs, _, Bs = forward_backward_bk(net, X, Y, grad)
+        g = np.array(bk.to_host(grad), dtype=np.float64)
+        for i, B in Bs.items():                               # the Kronecker stages' own gradient
+            s, (a, b) = net.layers[i], net.offsets[i]
+            H = np.asarray(bk.to_host(s.kron_rows(ctxs[i])), dtype=np.float64)
+            Bh = np.asarray(bk.to_host(B), dtype=np.float64)
+            k = s.fan_in * s.fan_out
+            g[a:a + k] = (H.T @ Bh).reshape(-1)               # vec(dW) = dW^T C-ordered
+            g[a + k:b] = Bh.sum(axis=0)
+            if self.metric == "neuron":                       # E[g_j^2]: rows of n B are dl/da of one example
+                n_ex = Bh.shape[0] // int(s.share)
+                self.g2[i] = self.rho * self.g2[i] + (1 - self.rho) * np.mean((n_ex * Bh) ** 2, axis=0)
+        Ginv_g = g.copy()
+        if self.metric == "neuron":
+            for i in self.kron:
+                s, (a, b) = net.layers[i], net.offsets[i]
+                Ginv_g[a:b] = (g[a:b].reshape(s.fan_in + 1, s.fan_out) / (self.g2[i] + self.eps)).reshape(-1)
+        q = np.bincount(self.block_id, weights=g * Ginv_g, minlength=self.n_blocks)
+        self.norm = self.rho * self.norm + (1 - self.rho) * q
+        d = self.lr * Ginv_g / np.sqrt(self.mu + self.norm)[self.block_id]
+        return float(loss), d
+
+    def step(self, X, Y):
+        loss, d = self.direction(X, Y)
+        self.bk.axpy(-1.0, self.bk.asarray(d, self.net.dtype), self.net.theta)
+        self.k += 1
+        return loss
+
+
+def direction_angle(d1, d2):
+    """The angle in degrees between two update vectors."""
+    c = float(np.dot(d1, d2) / (np.linalg.norm(d1) * np.linalg.norm(d2)))
+    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
