@@ -114,7 +114,7 @@ METHOD_OPTIONS = [
     click.option("--eps", type=float, default=None,
                  help="[rmsprop, adam: added to the root; newton, gn, hessian-precond: Tikhonov damping; "
                       "natural: the KL scale epsilon of thesis 3.2.2; acp, nnn: added to C; kfac: factored damping; "
-                      "twist: added to E(g_j^2) of --metric neuron]"),
+                      "twist: added to E(g_j^2) of --metric neuron; reparam: added to Var x_i]"),
     # ---- add the options of further methods below, one section per method ---------------------
     # ---- Newton family: newton, gn, natural, hf, hessian-precond (issue 5; thesis chapter 3) ----
     click.option("--curvature", type=click.Choice(["hessian", "gn", "fisher"]), default=None,
@@ -159,6 +159,14 @@ METHOD_OPTIONS = [
     click.option("--normalizer", type=click.Choice(["global", "layer", "neuron", "weight"]), default=None,
                  help="[twist] blocks of the normalizer 1/sqrt(mu + E[g^T G^-1 g])"),
     click.option("--mu", type=float, default=None, help="[twist] mu under the normalizer's square root"),
+    # ---- the quasi-diagonal / whitening reparametrization (issue 15; seed 003) -------------------
+    click.option("--center/--no-center", default=None, help="[reparam] mu = the running mean of each input"),
+    click.option("--scale", type=click.Choice(["variance", "none"]), default=None,
+                 help="[reparam] alpha_i^2 = 1 / (Var x_i + eps), or alpha = 1"),
+    click.option("--beta", type=click.Choice(["share-fanin", "one"]), default=None,
+                 help="[reparam] beta_j^2 = 1 / sqrt(share x fanin), or beta = 1"),
+    click.option("--rate", type=float, default=None,
+                 help="[reparam] rate of the running averages of the inputs' mean and variance"),
     # ---- UBP (issue 4; thesis chapter 5, algorithm 2) -------------------------------------------
     click.option("--ubp-mode", type=click.Choice(["matrix_free", "explicit"]), default=None,
                  help="[ubp] J_i v by forward/reverse passes (default) or per-example Jacobians stored"),

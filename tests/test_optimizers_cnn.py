@@ -26,6 +26,7 @@ SETTINGS = {
     "kfac": (0.3, {"T": 10, "stats_every": 1}, 20),
     "nnn": (0.03, {"T": 10}, 40),
     "twist": (0.01, {"metric": "neuron", "normalizer": "neuron"}, 40),
+    "reparam": (0.3, {}, 40),
 }
 
 

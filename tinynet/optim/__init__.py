@@ -14,6 +14,7 @@ from tinynet.optim.rmsprop import RMSProp
 from tinynet.optim.schedules import SCHEDULES, make_schedule
 from tinynet.optim.sgd import SGD
 from tinynet.optim.twist import NaturalTwist
+from tinynet.optim.reparam import QuasiDiagonal
 from tinynet.optim.ubp import UBP
 
 OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSProp, "adam": Adam, "ubp": UBP,
@@ -23,9 +24,9 @@ OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSProp, "adam": Adam, "ubp": UBP,
               # Kronecker / covariance preconditioners (issue 6)
               "centered": Centered, "acp": ACP, "kfac": KFAC, "nnn": NNN,
               # seed 003 (issue 15)
-              "twist": NaturalTwist}
+              "twist": NaturalTwist, "reparam": QuasiDiagonal}
 
-__all__ = ["Optimizer", "NaturalTwist", "Centered", "ACP", "KFAC", "NNN", "Newton", "GaussNewton", "NaturalGradient", "HessianFree", "HessianPreconditioner",
+__all__ = ["Optimizer", "NaturalTwist", "QuasiDiagonal", "Centered", "ACP", "KFAC", "NNN", "Newton", "GaussNewton", "NaturalGradient", "HessianFree", "HessianPreconditioner",
            "UBP", "SGD", "RMSProp", "Adam", "OPTIMIZERS", "SCHEDULES", "make_schedule",
            "DEFAULT_LR", "build_optimizer", "hyperparameters"]
 
