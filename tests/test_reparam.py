@@ -118,13 +118,15 @@ def test_without_reparametrization_it_is_sgd():
 def test_statistics_are_running_averages():
     rng = np.random.default_rng(5)
     net = tn.Sequential([tn.Linear(3, 2)], tn.MSELoss(), dtype=np.float64)
-    opt = QuasiDiagonal(net, lr=0.01, rate=0.25)
+    opt = QuasiDiagonal(net, lr=0.01, rate=0.25, stats_every=2)
     X1, X2 = rng.standard_normal((8, 3)), rng.standard_normal((8, 3)) + 2
     opt.step(X1, np.zeros((8, 2)))
     np.testing.assert_allclose(opt.stats[0]["mu"], X1.mean(0))
-    opt.step(X2, np.zeros((8, 2)))
+    opt.step(X2, np.zeros((8, 2)))                      # step 2: a statistics step (stats_every 2)
     np.testing.assert_allclose(opt.stats[0]["mu"], 0.75 * X1.mean(0) + 0.25 * X2.mean(0))
     np.testing.assert_allclose(opt.stats[0]["var"], 0.75 * X1.var(0) + 0.25 * X2.var(0))
+    opt.step(X1, np.zeros((8, 2)))                      # step 3: no statistics
+    np.testing.assert_allclose(opt.stats[0]["mu"], 0.75 * X1.mean(0) + 0.25 * X2.mean(0))
     assert opt.beta2(0)[0] == pytest.approx(1 / math.sqrt(3))
 
 

@@ -13,15 +13,21 @@ one SG step on v is, with <.> the minibatch mean and g_j = dl/dy_j:
     delta w_ij = - lr < beta_j^2 g_j alpha_i^2 (x_i - mu_i) >
     delta b_j  = - lr < beta_j^2 g_j >  -  sum_i mu_i delta w_ij
 
-computed without any n x m work beyond the plain gradient's GEMM: with
-H' = (H - 1 mu^T) diag(alpha^2) and B' = B diag(beta^2) (B the batch-mean
-signal rows), delta W^T = -lr H'^T B' and delta b = -lr (1 - H' mu)^T B'
-(O(rows x (n + m)) extra per layer). For a convolution, i runs over the
-patch entries (in_channels x kh x kw) and j over the output channels, the
-rows over examples and positions.
+computed from the plain gradient (g_W^T = H^T B, g_b = 1^T B, H the input
+rows, B the batch-mean signal rows, both never formed here: the layer's own
+gradient kernel gives them) in O(n m), the cost of the SGD update itself:
 
-The statistics move slowly: mu and Var(x) are running averages of the rows'
-mean and variance with rate `rate` (the first batch sets them), and
+    delta W^T = -lr diag(alpha^2) (g_W^T - mu g_b^T) diag(beta^2)
+    delta b   = -lr beta^2 * g_b - mu^T delta W^T
+
+(since (H - 1 mu^T)^T B = H^T B - mu 1^T B). No per-step work over the rows:
+the reparametrized step costs what SGD's does, plus O(n + m) vectors. For a
+convolution, i runs over the patch entries (in_channels x kh x kw) and j over
+the output channels.
+
+The statistics move slowly: mu and Var(x) are running averages of the input
+rows' mean and variance with rate `rate`, updated every `stats_every` steps
+(the first batch sets them; the only work over the rows, amortized), and
     center:   mu = E[x]           (else mu = 0)
     scale:    "variance": alpha_i^2 = 1 / (Var[x_i] + eps)   (else alpha = 1; eps = 1e-3: an input
               that never varies, as MNIST's border pixels, would get alpha^2 = 1 / eps: with
@@ -50,12 +56,14 @@ BETAS = ("share-fanin", "one")
 class QuasiDiagonal(Optimizer):
     name = "reparam"
 
-    def __init__(self, net, lr=0.01, center=True, scale="variance", beta="share-fanin", rate=0.01, eps=1e-3):
+    def __init__(self, net, lr=0.01, center=True, scale="variance", beta="share-fanin", rate=0.01, eps=1e-3,
+                 stats_every=10):
         super().__init__(net, lr)
         check_choice("QuasiDiagonal", "scale", scale, SCALES)
         check_choice("QuasiDiagonal", "beta", beta, BETAS)
         self.rate = check_range("QuasiDiagonal", "rate", rate, 0, 1, lo_open=True)
         self.eps = check_range("QuasiDiagonal", "eps", eps, 0, lo_open=True)
+        self.stats_every = check_range("QuasiDiagonal", "stats_every", stats_every, 1, integer=True)
         self.center, self.scale, self.beta = bool(center), scale, beta
         self.kron = kron_indices(net)
         self.stats = {}            # stage index -> {"mu": (n,), "var": (n,)} running averages
@@ -75,7 +83,9 @@ class QuasiDiagonal(Optimizer):
         return np.full(s.fan_out, b2)
 
     def _observe(self, i, H):
-        m, v = H.mean(axis=0), H.var(axis=0)
+        rows = H.shape[0]
+        m = np.asarray(H.sum(axis=0), dtype=np.float64) / rows
+        v = np.maximum(np.einsum("ri,ri->i", H, H, dtype=np.float64) / rows - m * m, 0.0)   # one pass
         if i not in self.stats:
             self.stats[i] = {"mu": m, "var": v}
         else:
@@ -84,29 +94,29 @@ class QuasiDiagonal(Optimizer):
             st["var"] = (1 - r) * st["var"] + r * v
 
     # -- one step ----------------------------------------------------------------------------------
-    def layer_update(self, i, H, B):
-        """(delta W^T (n, m), delta b (m,)) of stage i from its rows H and signal B (host float64)."""
+    def layer_update(self, i, gWT, gb):
+        """(delta W^T (n, m), delta b (m,)) of stage i from its plain gradient (host float64)."""
         mu, a2, b2 = self.mu(i), self.alpha2(i), self.beta2(i)
-        Hs = (H - mu) * a2                                   # H' = (H - 1 mu^T) diag(alpha^2)
-        Bs = B * b2                                          # B' = B diag(beta^2)
-        dWT = -self.lr * (Hs.T @ Bs)
-        db = -self.lr * ((1.0 - Hs @ mu) @ Bs)               # -lr (<beta^2 g> - sum_i mu_i <...>)
+        dWT = -self.lr * (a2[:, None] * (gWT - np.outer(mu, gb)) * b2[None, :])
+        db = -self.lr * b2 * gb - mu @ dWT
         return dWT, db
 
     def step(self, X, Y):
         net, bk = self.net, self.bk
-        loss, ctxs, _, Bs = forward_backward_bk(net, X, Y, self._grad)
-        for i, B in Bs.items():
+        # every stage's plain gradient into _grad (the Kronecker stages by their own kernels)
+        loss, ctxs, _, _ = forward_backward_bk(net, X, Y, self._grad, grad_of=self.kron)
+        for i in self.kron:
             s, (a, b) = net.layers[i], net.offsets[i]
-            H = np.asarray(bk.to_host(s.kron_rows(ctxs[i])), dtype=np.float64)
             first = i not in self.stats
-            if first:
-                self._observe(i, H)                          # the first batch sets the statistics
-            dWT, db = self.layer_update(i, H, np.asarray(bk.to_host(B), dtype=np.float64))
+            if first:                                        # the first batch sets the statistics
+                self._observe(i, np.asarray(bk.to_host(s.kron_rows(ctxs[i]))))
+            k = s.fan_in * s.fan_out
+            g = np.asarray(bk.to_host(self._grad[a:b]), dtype=np.float64)
+            dWT, db = self.layer_update(i, g[:k].reshape(s.fan_in, s.fan_out), g[k:])
             upd = np.concatenate([dWT.reshape(-1), db])      # [vec(dW); db], vec(W) = W^T C-ordered
             bk.axpy(1.0, bk.asarray(upd, net.dtype), net.theta[a:b])
-            if not first:
-                self._observe(i, H)                          # then this batch moves them slowly
+            if not first and (self.k + 1) % self.stats_every == 0:
+                self._observe(i, np.asarray(bk.to_host(s.kron_rows(ctxs[i]))))   # then they move slowly
         other_stages_sgd(net, self._grad, self.lr)
         self.k += 1
         return loss
