@@ -6,6 +6,7 @@ import tinynet
 from cli.data import data
 from cli.inspect import inspect
 from cli.plot import plot
+from cli.profile import profile
 from cli.train import train
 from cli.tune import tune
 
@@ -19,7 +20,7 @@ def main():
     MNIST ships with the package), then `tinynet plot runs/*`; `tinynet tune` searches hyperparameters."""
 
 
-COMMANDS = [train, tune, plot, data, inspect]
+COMMANDS = [train, tune, plot, data, inspect, profile]
 for _command in COMMANDS:
     main.add_command(_command)
 

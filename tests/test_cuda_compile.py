@@ -96,13 +96,73 @@ CASES += [
 ]
 KERNEL_MODULES += [pl]
 # ---- end of the image-stage sections
+# ---- curvature products and chapter-6 statistics (issue 18: these were not checked)
+from tinynet.kernels import second_order as so  # noqa: E402
+from tinynet.kernels import stats as st  # noqa: E402
+D = float64[:, :]
+CASES += [
+    ("sigmoid_d2_mul", so.sigmoid_d2_mul_cuda, (M, M, M, M), True),
+    ("tanh_d2_mul", so.tanh_d2_mul_cuda, (M, M, M, M), True),
+    ("relu_d2_mul", so.relu_d2_mul_cuda, (M, M, M, M), True),
+    ("mul", so.mul_cuda, (V, V, V), True),
+    ("bce_hess_vp", so.bce_hess_vp_cuda, (M, M, M, S, S, boolean, M), True),
+    ("softmax_hess_vp", so.softmax_hess_vp_cuda, (M, M, M, S, boolean, M), True),
+    ("col_mean", st.col_mean_cuda, (M, V), True),
+    ("centered_cov", st.centered_cov_cuda, (M, V, M), True),
+    ("kfac_A", st.kfac_A_cuda, (M, M), True),
+    ("kfac_G", st.kfac_G_cuda, (M, M), True),
+    ("running_update_upper", st.running_update_upper_cuda, (M, M, S, S), True),
+    ("running_update_upper_f64", st.running_update_upper_cuda, (D, D, float64, float64), False),
+]
+KERNEL_MODULES += [so, st]
+# ---- the register-blocked GEMM candidate (issue 18, part 4)
+from tinynet.kernels import gemm as gm  # noqa: E402
+CASES += [
+    ("matmul_nn_rb", gm.matmul_nn_rb_cuda, (M, M, M), True),
+    ("matmul_nn_rb_C", gm.matmul_nn_rb_cuda, (MC, MC, MC), True),
+    ("matmul_nn_rb_f64", gm.matmul_nn_rb_cuda, (D, D, D), False),
+]
+KERNEL_MODULES += [gm]
+
+# ---- seed 004's eigendecomposition kernels (issue 16)
+from tinynet.kernels import ed as edk  # noqa: E402
+T3, T4, I32 = float32[:, :, :], float32[:, :, :, :], numba.int32[:]
+CASES += [
+    ("channel_mean", edk.channel_mean_cuda, (M, V, I), True),
+    ("group_outer", edk.group_outer_cuda, (M, V, M, V, T3, S, S, I), True),
+    ("group_sym", edk.group_sym_cuda, (T3, T3), True),
+    ("group_apply", edk.group_apply_cuda, (M, V, T3, V, M, S, I, boolean), True),
+    ("assemble", edk.assemble_cuda, (T3, M, T3), True),
+    ("weights_vjp", edk.weights_vjp_cuda, (T3, T3, M, M, T3, M), True),
+    ("weights_jvp", edk.weights_jvp_cuda, (T3, T3, M, M, M, T3), True),
+    ("spectral_vjp", edk.spectral_vjp_cuda, (T3, M, T3, M, T3, T4, I), True),
+    ("spectral_jvp", edk.spectral_jvp_cuda, (T3, M, T3, T3, M, T4, I), True),
+    ("pi_forward", edk.pi_forward_cuda, (T3, T3, T4, T3, M, T4, I32), True),
+    ("pi_vjp", edk.pi_vjp_cuda, (T3, T4, M, T3, M, T3, I, T4, T3), True),
+    ("pi_jvp", edk.pi_jvp_cuda, (T3, T4, M, T3, T3, M, I, T4, T3), True),
+]
+KERNEL_MODULES += [edk]
 
 _F64_OP = re.compile(r"^\s*[a-z][\w.]*\.f64\b", re.M)   # an instruction on f64 operands
 
 
+class _SM80:
+    compute_capability = (8, 0)
+
+
 def _compile(kernel, sig):
+    """PTX of kernel at signature sig for sm_80. A kernel that calls
+    @cuda.jit(device=True) functions compiles them for the current device's
+    compute capability, which needs a driver: without a GPU that lookup is
+    answered with sm_80 (TOOLCHAIN.md)."""
+    from unittest import mock
+
+    import numba.cuda.dispatcher as disp
+    patch = mock.patch.object(disp, "get_current_device", lambda: _SM80()) if not cuda.is_available() \
+        else mock.patch.object(disp, "get_current_device", disp.get_current_device)
     try:
-        ptx, _ = cuda.compile_ptx(kernel, sig, cc=(8, 0))
+        with patch:
+            ptx, _ = cuda.compile_ptx(kernel, sig, cc=(8, 0))
     except (OSError, ImportError) as e:   # NVVM library or numba-cuda's wheels missing
         pytest.skip(f"cannot compile PTX here ({type(e).__name__}: {e}); "
                     "install numba-cuda[cu13] (pip install -e '.[cuda]')")
@@ -123,13 +183,33 @@ def test_compiles_to_ptx_sm80(kernel, sig, f32_only):
         assert not f64, f"float32 kernel has float64 arithmetic in its PTX: {f64[:5]}"
 
 
+def _kernel_name(k):
+    return k.__name__ if hasattr(k, "__name__") else k.py_func.__name__
+
+
 def test_every_cuda_kernel_is_checked():
     """A new @cuda.jit kernel in tinynet.kernels must be added to CASES."""
-    names = {c[1].__name__ if hasattr(c[1], "__name__") else c[1].py_func.__name__ for c in CASES}
+    names = {(c[1].py_func.__module__, _kernel_name(c[1])) for c in CASES}
     for mod in KERNEL_MODULES:
         for name in dir(mod):
             if name.endswith("_cuda"):
-                assert name in names, f"{mod.__name__}.{name} has no compile check"
+                assert (mod.__name__, name) in names, f"{mod.__name__}.{name} has no compile check"
+
+
+def test_every_kernel_module_is_listed():
+    """Every module of tinynet.kernels that defines @cuda.jit kernels is in
+    KERNEL_MODULES (so that the test above sees its kernels)."""
+    import importlib
+    import pkgutil
+
+    import tinynet.kernels as pkg
+    from numba.cuda.dispatcher import CUDADispatcher
+    listed = {m.__name__ for m in KERNEL_MODULES}
+    for info in pkgutil.iter_modules(pkg.__path__):
+        mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
+        kernels = [n for n, v in vars(mod).items() if isinstance(v, CUDADispatcher) and n.endswith("_cuda")]
+        assert not kernels or mod.__name__ in listed, \
+            f"{mod.__name__} defines @cuda.jit kernels {sorted(kernels)[:4]}... with no compile check: add a CASES section"
 
 
 def test_cuda_device_without_gpu_says_what_to_do():
@@ -158,3 +238,10 @@ def test_cuda_backend_has_the_cpu_backend_methods():
     assert not missing, f"CUDABackend lacks {sorted(missing)}: add them (and their @cuda.jit kernels)"
     for name in set(cpu_m) & set(gpu_m):
         assert list(gpu_m[name].parameters) == list(cpu_m[name].parameters), name
+
+
+def test_register_blocked_gemm_keeps_its_tile_in_registers():
+    """The 4 x 4 accumulator tile is a local array: it must not spill to local
+    memory (that would cost a memory round trip per FMA)."""
+    ptx = _compile(gm.matmul_nn_rb_cuda, (MC, MC, MC))
+    assert "ld.local" not in ptx and "st.local" not in ptx

@@ -5,12 +5,16 @@ stages and optimizers call `bk.matmul(...)`, `bk.act_fwd(...)` and never test
 which device they are on. Every dispatch goes through `Backend._run`, which is
 also where kernel launches are timed when a `Profile` is attached.
 
+This module holds the CPU backend; the interface, the timing hook, `Profile`
+and the registry live in tinynet/backend_base.py (shared with
+tinynet/cuda_backend.py, which does not import this module) and are
+re-exported here: `from tinynet.backend import Backend, Profile, get_backend`.
+
 Registry: `get_backend("cpu")`, `get_backend("cuda")`.
 """
-import time
-from collections import defaultdict
-
 import numpy as np
+
+from tinynet.backend_base import Backend, Profile, get_backend, host_call  # noqa: F401  (re-exported)
 
 from tinynet.kernels import activations as _act
 from tinynet.kernels import linalg as _la
@@ -19,78 +23,6 @@ from tinynet.kernels import optim as _opt
 from tinynet.kernels import second_order as _so
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
-
-
-class Profile:
-    """Per-kernel call counts, total seconds and work (flops, bytes)."""
-
-    def __init__(self):
-        self.calls = defaultdict(int)
-        self.seconds = defaultdict(float)
-        self.flops = defaultdict(float)
-        self.bytes = defaultdict(float)
-
-    def add(self, name, seconds, flops=0.0, nbytes=0.0):
-        self.calls[name] += 1
-        self.seconds[name] += seconds
-        self.flops[name] += flops
-        self.bytes[name] += nbytes
-
-    def rows(self):
-        """One dict per kernel, most time first."""
-        out = []
-        for name in sorted(self.seconds, key=self.seconds.get, reverse=True):
-            s, c = self.seconds[name], self.calls[name]
-            out.append(dict(kernel=name, calls=c, total_s=s, mean_s=s / c,
-                            gflops=self.flops[name] / s / 1e9 if s > 0 else 0.0,
-                            gbytes=self.bytes[name] / s / 1e9 if s > 0 else 0.0))
-        return out
-
-
-class Backend:
-    """Interface shared by the CPU and CUDA backends (see CPUBackend for the meaning
-    of each method). `kernels` maps an operation name to the device's kernel."""
-
-    name = "abstract"
-    profile = None
-
-    # -- timing ---------------------------------------------------------------
-    def _run(self, name, fn, args, flops=0.0, nbytes=0.0):
-        if self.profile is None:
-            return fn(*args)
-        t0 = self._clock_start()
-        r = fn(*args)
-        self.profile.add(name, self._clock_stop(t0), flops, nbytes)
-        return r
-
-    def _clock_start(self):
-        return time.perf_counter()
-
-    def _clock_stop(self, t0):
-        return time.perf_counter() - t0
-
-    def launch(self, module, name, count, *args, flops=0.0, nbytes=0.0):
-        """Run the kernel pair `name` of kernel module `module` (its `name_cpu`
-        or `name_cuda` twin, by device) on `args`; `count` is the number of
-        entries the kernel writes (one CUDA thread each; the CPU twin loops
-        itself). The generic dispatch of the stages' own kernels (conv,
-        pooling, BatchNorm2d), so a new stage needs no backend method."""
-        return self._launch_pair(module, name, count, args, flops, nbytes)
-
-    @staticmethod
-    def _matmul_shape(A, B, out, ta, tb):
-        """(m, n, k) of op(A) @ op(B), checking the operands and `out`."""
-        m = A.shape[1] if ta else A.shape[0]
-        k = A.shape[0] if ta else A.shape[1]
-        n = B.shape[0] if tb else B.shape[1]
-        kb = B.shape[1] if tb else B.shape[0]
-        if k != kb:
-            raise ValueError(f"matmul: inner sizes differ ({k} vs {kb})")
-        if A.dtype != B.dtype:
-            raise ValueError(f"matmul: operands have dtypes {A.dtype} and {B.dtype}; convert one")
-        if out is not None and tuple(out.shape) != (m, n):
-            raise ValueError(f"matmul: out has shape {tuple(out.shape)}, the product is {(m, n)}")
-        return m, n, k
 
 
 class CPUBackend(Backend):
@@ -218,11 +150,13 @@ class CPUBackend(Backend):
         out = np.empty_like(V) if out is None else out
         t = F.dtype.type
         if kind == "mse":
-            self._run("mse_hess_vp", np.multiply, (V, t(2 * scale), out))
+            self._run("mse_hess_vp", np.multiply, (V, t(2 * scale), out), nbytes=2 * V.nbytes)
         elif kind == "bce":
-            self._run("bce_hess_vp", _so.bce_hess_vp_cpu, (F, Y, V, t(scale), t(eps), bool(fisher), out))
+            self._run("bce_hess_vp", _so.bce_hess_vp_cpu, (F, Y, V, t(scale), t(eps), bool(fisher), out),
+                      nbytes=4 * V.nbytes)
         elif kind == "softmax_ce":
-            self._run("softmax_hess_vp", _so.softmax_hess_vp_cpu, (F, Y, V, t(scale), bool(fisher), out))
+            self._run("softmax_hess_vp", _so.softmax_hess_vp_cpu, (F, Y, V, t(scale), bool(fisher), out),
+                      nbytes=4 * V.nbytes)
         else:
             raise ValueError(f"unknown loss kernel {kind!r}")
         return out
@@ -235,32 +169,33 @@ class CPUBackend(Backend):
         G = np.empty_like(F)
         s = F.dtype.type(scale)
         if kind == "mse":
-            self._run("mse", _loss.mse_cpu, (F, Y, s, l, G))
+            self._run("mse", _loss.mse_cpu, (F, Y, s, l, G), nbytes=3 * F.nbytes)
         elif kind == "bce":
-            self._run("bce", _loss.bce_cpu, (F, Y, s, F.dtype.type(eps), l, G))
+            self._run("bce", _loss.bce_cpu, (F, Y, s, F.dtype.type(eps), l, G), nbytes=3 * F.nbytes)
         elif kind == "softmax_ce":
-            self._run("softmax_ce", _loss.softmax_ce_cpu, (F, Y, s, l, G))
+            self._run("softmax_ce", _loss.softmax_ce_cpu, (F, Y, s, l, G), nbytes=3 * F.nbytes)
         else:
             raise ValueError(f"unknown loss kernel {kind!r}")
         return l, G
 
     def softmax(self, F, out=None):
         out = np.empty_like(F) if out is None else out
-        self._run("softmax", _loss.softmax_cpu, (F, out))
+        self._run("softmax", _loss.softmax_cpu, (F, out), nbytes=2 * F.nbytes)
         return out
 
     # -- optimizer updates (flat vectors, in place; see tinynet.kernels.optim) ------
     def momentum_update(self, x, v, g, lr, mu, nesterov):
         t = x.dtype.type
-        self._run("momentum", _opt.momentum_cpu, (x, v, g, t(lr), t(mu), bool(nesterov)))
+        self._run("momentum", _opt.momentum_cpu, (x, v, g, t(lr), t(mu), bool(nesterov)), nbytes=5 * x.nbytes)
 
     def rmsprop_update(self, x, r, g, lr, rho, eps):
         t = x.dtype.type
-        self._run("rmsprop", _opt.rmsprop_cpu, (x, r, g, t(lr), t(rho), t(eps)))
+        self._run("rmsprop", _opt.rmsprop_cpu, (x, r, g, t(lr), t(rho), t(eps)), nbytes=5 * x.nbytes)
 
     def adam_update(self, x, m, v, g, lr, b1, b2, eps, c1, c2):
         t = x.dtype.type
-        self._run("adam", _opt.adam_cpu, (x, m, v, g, t(lr), t(b1), t(b2), t(eps), t(c1), t(c2)))
+        self._run("adam", _opt.adam_cpu, (x, m, v, g, t(lr), t(b1), t(b2), t(eps), t(c1), t(c2)),
+                  nbytes=7 * x.nbytes)
 
     def sum(self, x):
         """Sum of a (small) array, as a host float."""
@@ -272,20 +207,3 @@ _ACT_CPU = {
     "tanh": (_act.tanh_fwd_cpu, _act.tanh_mul_d1_cpu, _act.tanh_d2_cpu),
     "relu": (_act.relu_fwd_cpu, _act.relu_mul_d1_cpu, _act.relu_d2_cpu),
 }
-
-_BACKENDS = {}
-
-
-def get_backend(name="cpu"):
-    """The backend registered under `name` ("cpu" or "cuda"), created once."""
-    if isinstance(name, Backend):
-        return name
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {name!r}: choose 'cpu' or 'cuda'")
-    if name not in _BACKENDS:
-        if name == "cpu":
-            _BACKENDS[name] = CPUBackend()
-        else:
-            from tinynet.cuda_backend import CUDABackend  # imports numba.cuda lazily
-            _BACKENDS[name] = CUDABackend()
-    return _BACKENDS[name]

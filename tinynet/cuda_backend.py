@@ -1,7 +1,8 @@
 """CUDA backend: arrays are Numba device arrays, kernels the `@cuda.jit` twins
 in tinynet.kernels (same meaning and argument order as the CPU `@njit` ones).
 
-The method set and semantics are those of `CPUBackend` (tinynet/backend.py);
+The method set and semantics are those of `CPUBackend` (tinynet/backend.py;
+both derive from tinynet/backend_base.py, and neither imports the other);
 what differs is only where the data lives:
 
 - every array a method takes or returns stays on the device; `to_host`, `dot`
@@ -15,6 +16,8 @@ what differs is only where the data lives:
   a kernel's first call also contains its JIT compilation. Under the
   simulator (NUMBA_ENABLE_CUDASIM=1) events carry no time, and since simulated
   launches are synchronous the host clock of `Backend` is used instead.
+  Host <-> device copies are timed too when profiling ("memcpy.htod",
+  "memcpy.dtoh"): they are what part of a step moving to the device saves.
 
 Operand layouts: matmul accepts any 2-D view (kernels index through strides);
 an F-contiguous operand (the transposed view of a C-contiguous array) is
@@ -25,7 +28,7 @@ import numpy as np
 import numba
 from numba import cuda
 
-from tinynet.backend import Backend
+from tinynet.backend_base import Backend
 from tinynet.kernels import activations as _act
 from tinynet.kernels import linalg as _la
 from tinynet.kernels import losses as _loss
@@ -129,10 +132,17 @@ class CUDABackend(Backend):
             if (dtype is None or np.dtype(dtype) == a.dtype) and a.is_c_contiguous():
                 return a
             a = a.copy_to_host()
-        return cuda.to_device(np.ascontiguousarray(a, dtype=dtype))
+        h = np.ascontiguousarray(a, dtype=dtype)
+        if self._profile is None:
+            return cuda.to_device(h)
+        return self._run("memcpy.htod", cuda.to_device, (h,), nbytes=h.nbytes)
 
     def to_host(self, a):
-        return a.copy_to_host() if _is_device(a) else np.asarray(a)
+        if not _is_device(a):
+            return np.asarray(a)
+        if self._profile is None:
+            return a.copy_to_host()
+        return self._run("memcpy.dtoh", a.copy_to_host, (), nbytes=a.nbytes)
 
     def copy(self, a):
         out = cuda.device_array(a.shape, dtype=a.dtype)
@@ -264,10 +274,10 @@ class CUDABackend(Backend):
             self.scale(2 * scale, out.reshape(-1))
         elif kind == "bce":
             self._launch("bce_hess_vp", _so.bce_hess_vp_cuda, F.size,
-                         (F, Y, V, t(scale), t(eps), bool(fisher), out))
+                         (F, Y, V, t(scale), t(eps), bool(fisher), out), nbytes=4 * V.nbytes)
         elif kind == "softmax_ce":
             self._launch("softmax_hess_vp", _so.softmax_hess_vp_cuda, F.shape[0],
-                         (F, Y, V, t(scale), bool(fisher), out))
+                         (F, Y, V, t(scale), bool(fisher), out), nbytes=4 * V.nbytes)
         else:
             raise ValueError(f"unknown loss kernel {kind!r}")
         return out
@@ -282,28 +292,29 @@ class CUDABackend(Backend):
         G = cuda.device_array(F.shape, dtype=F.dtype)
         s = F.dtype.type(scale)
         args = (F, Y, s, F.dtype.type(eps), l, G) if kind == "bce" else (F, Y, s, l, G)
-        self._launch(kind, _LOSS_CUDA[kind], n, args)
+        self._launch(kind, _LOSS_CUDA[kind], n, args, nbytes=3 * F.nbytes)
         return l, G
 
     def softmax(self, F, out=None):
         out = cuda.device_array(F.shape, dtype=F.dtype) if out is None else out
-        self._launch("softmax", _loss.softmax_cuda, F.shape[0], (F, out))
+        self._launch("softmax", _loss.softmax_cuda, F.shape[0], (F, out), nbytes=2 * F.nbytes)
         return out
 
     # -- optimizer updates (flat vectors, in place; see tinynet.kernels.optim) ------
     def momentum_update(self, x, v, g, lr, mu, nesterov):
         t = x.dtype.type
         self._launch("momentum", _opt.momentum_cuda, x.shape[0],
-                     (x, v, g, t(lr), t(mu), bool(nesterov)))
+                     (x, v, g, t(lr), t(mu), bool(nesterov)), nbytes=5 * x.nbytes)
 
     def rmsprop_update(self, x, r, g, lr, rho, eps):
         t = x.dtype.type
-        self._launch("rmsprop", _opt.rmsprop_cuda, x.shape[0], (x, r, g, t(lr), t(rho), t(eps)))
+        self._launch("rmsprop", _opt.rmsprop_cuda, x.shape[0], (x, r, g, t(lr), t(rho), t(eps)),
+                     nbytes=5 * x.nbytes)
 
     def adam_update(self, x, m, v, g, lr, b1, b2, eps, c1, c2):
         t = x.dtype.type
         self._launch("adam", _opt.adam_cuda, x.shape[0],
-                     (x, m, v, g, t(lr), t(b1), t(b2), t(eps), t(c1), t(c2)))
+                     (x, m, v, g, t(lr), t(b1), t(b2), t(eps), t(c1), t(c2)), nbytes=7 * x.nbytes)
 
     def sum(self, x):
         """Sum of a (small) array, as a host float: the per-example losses come

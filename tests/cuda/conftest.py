@@ -12,6 +12,13 @@ here (os.environ.setdefault). In any other run (the default `pytest`, which
 collects tests/) nothing here is collected or imported, so the default process
 never loads numba.cuda in simulator mode. Every test here is marked `cudasim`
 (the default addopts deselect them).
+
+On a machine with a GPU the same tests run on the hardware instead of the
+simulator with TINYNET_CUDA_HARDWARE=1 (and NUMBA_ENABLE_CUDASIM unset):
+
+    TINYNET_CUDA_HARDWARE=1 pytest tests/cuda -m cudasim
+
+(benchmarks/gpu_step.py does this on a lent GPU).
 """
 import os
 import sys
@@ -20,7 +27,8 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-ENABLED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+HARDWARE = os.environ.get("TINYNET_CUDA_HARDWARE") == "1"
+ENABLED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or HARDWARE
 
 
 def _under_here(path):
@@ -37,6 +45,13 @@ def pytest_configure(config):
     global ENABLED
     if not _targets_only_here(config):
         return                       # e.g. the default run: stay out of it, set nothing
+    if HARDWARE:
+        import numba
+        from numba import cuda
+        if numba.config.ENABLE_CUDASIM or not cuda.is_available():
+            raise pytest.UsageError("TINYNET_CUDA_HARDWARE=1 runs tests/cuda on a real GPU: unset "
+                                    "NUMBA_ENABLE_CUDASIM and run where numba.cuda.is_available() is True")
+        return
     if "NUMBA_ENABLE_CUDASIM" not in os.environ and "numba" not in sys.modules:
         os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
     ENABLED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"

@@ -35,7 +35,8 @@ eigenvalue of C. The run never stops on it.
 import numpy as np
 import scipy.linalg
 
-from tinynet.optim.base import DirectionOptimizer
+from tinynet.backend_base import host_call
+from tinynet.optim.base import DirectionOptimizer, check_range
 
 CURVATURES = ("hessian", "gn", "fisher")
 STRUCTURES = ("full", "block")
@@ -71,21 +72,23 @@ def newton_direction(g, C, eps=0.0, growth=10.0, max_tries=60):
     shift = float(eps)
     for tries in range(max_tries + 1):
         try:
-            factor = scipy.linalg.cho_factor(C64 + shift * np.eye(C64.shape[0]), lower=True,
-                                             check_finite=False)
+            factor = host_call("host.potrf", scipy.linalg.cho_factor, C64 + shift * np.eye(C64.shape[0]),
+                               lower=True, check_finite=False, flops=C64.shape[0] ** 3 / 3.0)
             if not np.all(np.diag(factor[0]) > 0):
                 raise np.linalg.LinAlgError("zero pivot")
             break
         except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
             if tries == 0:
                 info["pd"] = False
-                info["min_eig"] = float(scipy.linalg.eigvalsh(C64)[0])
+                info["min_eig"] = float(host_call("host.eigvalsh", scipy.linalg.eigvalsh, C64,
+                                                  flops=4.0 * C64.shape[0] ** 3 / 3.0)[0])
             shift = max(growth * shift, tau)
     else:   # pragma: no cover - needs eps beyond 1e48 * tau
         raise FloatingPointError("newton_direction: no damping made C + eps I positive definite")
     info["eps_used"] = shift
     info["damping_increases"] = tries
-    d = -scipy.linalg.cho_solve(factor, g64, check_finite=False)
+    d = -host_call("host.potrs", scipy.linalg.cho_solve, factor, g64, check_finite=False,
+                   flops=2.0 * g64.shape[0] ** 2)
     return d.astype(g.dtype, copy=False), info
 
 
@@ -246,8 +249,10 @@ class Newton(DirectionOptimizer):
         check_choice(who, "curvature", curvature, CURVATURES)
         check_choice(who, "structure", structure, STRUCTURES)
         check_choice(who, "fisher_kind", fisher_kind, FISHER_KINDS)
-        if not eps >= 0:
-            raise ValueError(f"{who}: eps must be >= 0, got {eps}")
+        check_range(who, "eps", eps, 0)
+        check_range(who, "growth", growth, 1, lo_open=True)    # the damping must grow while C + eps I is not PD
+        check_range(who, "fisher_samples", fisher_samples, 1, integer=True)
+        check_range(who, "cg_iters", cg_iters, 1, integer=True)
         self.curvature, self.structure, self.fisher_kind = curvature, structure, fisher_kind
         self.eps, self.growth, self.seed = float(eps), float(growth), int(seed)
         self.fisher_samples = int(fisher_samples)

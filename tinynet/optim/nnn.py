@@ -16,15 +16,18 @@ so forward passes, checkpoints of theta and evaluation need nothing special.
 """
 import numpy as np
 
-from tinynet.optim.base import Optimizer
+from tinynet.backend_base import host_call
+from tinynet.optim.base import Optimizer, check_range
 from tinynet.optim.stats import forward_backward_bk, input_moments, other_stages_sgd
 
 
 def inverse_sqrt(C, floor):
     """(U, U^{-1}) with U = C^{-1/2}, eigenvalues of C floored at `floor`."""
-    w, Q = np.linalg.eigh(C)
+    d = C.shape[0]
+    w, Q = host_call("host.eigh", np.linalg.eigh, C, flops=9.0 * d ** 3)
     w = np.maximum(w, floor)
-    return (Q / np.sqrt(w)) @ Q.T, (Q * np.sqrt(w)) @ Q.T
+    return (host_call("host.gemm", np.matmul, Q / np.sqrt(w), Q.T, flops=2.0 * d ** 3),
+            host_call("host.gemm", np.matmul, Q * np.sqrt(w), Q.T, flops=2.0 * d ** 3))
 
 
 class NNN(Optimizer):
@@ -32,10 +35,9 @@ class NNN(Optimizer):
 
     def __init__(self, net, lr=0.01, eps=1e-3, T=100, floor=1e-6):
         super().__init__(net, lr)
-        if not eps >= 0 or not floor > 0:
-            raise ValueError(f"NNN: need eps >= 0 and floor > 0, got eps={eps}, floor={floor}")
-        if int(T) < 1:
-            raise ValueError(f"NNN: amortization T must be >= 1, got {T}")
+        check_range("NNN", "eps", eps, 0)
+        check_range("NNN", "T", T, 1, integer=True)
+        check_range("NNN", "floor", floor, 0, lo_open=True)
         self.eps, self.T, self.floor = float(eps), int(T), float(floor)
         self.state = {}          # Linear index -> dict(V, d, U, mu)
         self._grad = self.bk.zeros(net.n_params, net.dtype)
@@ -85,9 +87,9 @@ class NNN(Optimizer):
         for i, (mu, C) in input_moments(self.net, ctxs).items():
             W, b = self._effective(i)
             U, Uinv = inverse_sqrt(C + self.eps * np.eye(len(C)), self.floor)
-            V = W @ Uinv
+            V = host_call("host.gemm", np.matmul, W, Uinv, flops=2.0 * W.size * W.shape[1])
             d = b + W @ mu
-            Weff = V @ U
+            Weff = host_call("host.gemm", np.matmul, V, U, flops=2.0 * V.size * V.shape[1])
             self._write(i, Weff, d - Weff @ mu)
             self.state[i] = dict(VT=bk.asarray(np.ascontiguousarray(V.T).astype(dt)),
                                  d=bk.asarray(d.astype(dt)), U=bk.asarray(U.astype(dt)),

@@ -34,6 +34,7 @@ Jacobians; A and C are one (i x n)(n x i) GEMM each.
 """
 import numpy as np
 
+from tinynet.backend_base import host_call
 from tinynet.kernels import stats as K
 from tinynet.losses.mse import MSELoss
 from tinynet.losses.softmax_ce import SoftmaxCrossEntropyLoss
@@ -91,7 +92,7 @@ def sqrt_D_rows(loss, lctx, eps):
         r = sp * eps - p * np.sum(sp * eps, axis=1, keepdims=True)
         return r * np.sqrt(ys)
     D = np.asarray(loss.hess_f(lctx), dtype=np.float64)
-    w, V = np.linalg.eigh(D)
+    w, V = host_call("host.eigh", np.linalg.eigh, D, flops=9.0 * D.shape[0] * D.shape[1] ** 3)
     S = V * np.sqrt(np.clip(w, 0.0, None))[:, None, :]
     return np.einsum("nkj,nj->nk", S, eps)
 
@@ -132,7 +133,8 @@ def kfac_sums(net, ctxs, lctx, curvature="gn", rng=None, exact=False):
     for R in rows:
         Bs = backward_rows(net, ctxs, net.bk.asarray(np.asarray(R, dtype=net.dtype)))
         for i, B in Bs.items():
-            g = K.gram(np.ascontiguousarray(B))
+            B = np.ascontiguousarray(B)
+            g = host_call("host.gram", K.gram, B, flops=2.0 * B.shape[0] * B.shape[1] ** 2)
             SB[i] = g if i not in SB else SB[i] + g
     return {i: (np.ascontiguousarray(layer_input(net, ctxs, i)), SB[i]) for i in kron_indices(net)}
 
@@ -150,8 +152,9 @@ def input_moments(net, ctxs):
     out = {}
     for i in kron_indices(net):
         H = np.ascontiguousarray(layer_input(net, ctxs, i), dtype=np.float64)
-        mu = K.col_mean(H)
-        out[i] = (mu, K.centered_cov(H, mu))
+        mu = host_call("host.col_mean", K.col_mean, H, nbytes=H.nbytes)
+        out[i] = (mu, host_call("host.centered_cov", K.centered_cov, H, mu,
+                                flops=2.0 * H.shape[0] * H.shape[1] ** 2))
     return out
 
 
@@ -187,8 +190,10 @@ class RunningFactors:
             if H.ndim != 2 or RA.shape[0] != ni + 1 or SB.ndim != 2 or SB.shape != RG.shape:
                 raise ValueError(f"RunningFactors.update: layer {i} got H {H.shape} and S_B {SB.shape}, "
                                  f"the averages are A {RA.shape} and G {RG.shape}; pass kfac_sums' (H, S_B)")
-            K.kfac_A_running(RA, H, rho, float(1 if shares is None else shares[i]))
-            K.running_update_upper(RG, SB, rho, 1.0 / n)
+            host_call("host.kfac_A_running", K.kfac_A_running, RA, H, rho,
+                      float(1 if shares is None else shares[i]), flops=2.0 * n * ni * ni)
+            host_call("host.running_update_upper", K.running_update_upper, RG, SB, rho, 1.0 / n,
+                      nbytes=RG.nbytes + SB.nbytes)
         self._mirrored = False
 
     @property
@@ -202,8 +207,8 @@ class RunningFactors:
         """{Linear index: (A, G)}, full symmetric float64 matrices (the stored ones)."""
         if not self._mirrored:
             for RA, RG in self._R.values():
-                K.symmetric_from_upper(RA, RA)
-                K.symmetric_from_upper(RG, RG)
+                for R in (RA, RG):
+                    host_call("host.symmetric_from_upper", K.symmetric_from_upper, R, R, nbytes=R.nbytes)
             self._mirrored = True
         return self._R
 
@@ -298,15 +303,20 @@ def damped_inverse(M, damping, dtype=np.float64):
     # triangle (as LAPACK reads an F-ordered array) is M's upper one
     S = np.array(np.asarray(M, dtype=np.float64).T, order="F", copy=True)
     S[np.diag_indices(d)] += damping
-    c, info = lapack.dpotrf(S, lower=True, overwrite_a=True)
+    c, info = host_call("host.potrf", lapack.dpotrf, S, lower=True, overwrite_a=True, flops=d ** 3 / 3.0)
     if info == 0:
-        inv, info = lapack.dpotri(c, lower=True, overwrite_c=True)
+        inv, info = host_call("host.potri", lapack.dpotri, c, lower=True, overwrite_c=True,
+                              flops=2.0 * d ** 3 / 3.0)
         if info == 0:
             out = np.empty((d, d), dtype=dtype)
-            K.symmetric_from_upper(inv.T, out)      # potri sets inv's lower triangle = inv.T's upper
+            # potri sets inv's lower triangle = inv.T's upper
+            host_call("host.symmetric_from_upper", K.symmetric_from_upper, inv.T, out, nbytes=inv.nbytes + out.nbytes)
             return out
-    w, Q = np.linalg.eigh(np.asarray(M, dtype=np.float64) + damping * np.eye(d), UPLO="U")
+    w, Q = host_call("host.eigh", np.linalg.eigh, np.asarray(M, dtype=np.float64) + damping * np.eye(d),
+                     UPLO="U", flops=9.0 * d ** 3)
     w = np.maximum(w, max(damping, 1e-12 * np.abs(w).max(), np.finfo(np.float64).tiny))
     out = np.empty((d, d), dtype=dtype)
-    K.symmetric_from_upper((Q / w) @ Q.T, out)     # exactly symmetric: callers use M^T for M
+    QwQ = host_call("host.gemm", np.matmul, Q / w, Q.T, flops=2.0 * d ** 3)
+    host_call("host.symmetric_from_upper", K.symmetric_from_upper, QwQ, out,
+              nbytes=QwQ.nbytes + out.nbytes)     # exactly symmetric: callers use M^T for M
     return out
