@@ -43,13 +43,13 @@ def _data(data_dir):
     return {"train": tr, "test": te}
 
 
-def _optimizer(method, net, lr):
+def _optimizer(method, net, lr, wd=0.0):
     if method == "sgd" or method == "bn":
-        return SGD(net, lr)
+        return SGD(net, lr, weight_decay=wd)
     if method == "share-fanin":
-        return SGD(net, lr, lr_scaling="share-fanin")
+        return SGD(net, lr, lr_scaling="share-fanin", weight_decay=wd)
     if method == "whitening":
-        return QuasiDiagonal(net, lr)
+        return QuasiDiagonal(net, lr, weight_decay=wd)
     raise ValueError(method)
 
 
@@ -60,8 +60,24 @@ def _cfg(a, steps):
 
 def run_one(method, lr, a, data, steps):
     net = build_model("cifar-cnn", dtype=np.float32, seed=0, batchnorm="full" if method == "bn" else None)
-    res = train(net, _optimizer(method, net, lr), data, _cfg(a, steps))
-    return dict(method=method, lr=lr, stop=res.stop_reason, history=res.history, seconds=res.seconds)
+    res = train(net, _optimizer(method, net, lr, a.weight_decay), data, _cfg(a, steps))
+    return dict(method=method, lr=lr, stop=res.stop_reason, history=res.history, seconds=res.seconds,
+                weight_decay=a.weight_decay)
+
+
+def _best_lrs(folder, pattern="slides_whitening_runs"):
+    """method -> the stepsize with the lowest final training cost in the sweep files."""
+    pool = []
+    for name in sorted(os.listdir(folder)):
+        if name.startswith(pattern) and name.endswith(".json"):
+            with open(os.path.join(folder, name)) as f:
+                pool += json.load(f)["runs"]
+    best = {}
+    for r in pool:
+        if r["stop"] == "steps" and (r["method"] not in best or
+                                     r["history"][-1]["train_loss"] < best[r["method"]]["history"][-1]["train_loss"]):
+            best[r["method"]] = r
+    return {m: r["lr"] for m, r in best.items()}
 
 
 def run_bn_then_whitening(lr_bn, lr_w, a, data, steps_per_epoch):
@@ -126,6 +142,28 @@ def report(folder):
         at = [h for h in r["history"] if h["step"] > 0 and abs(h["step"] / spe - round(h["step"] / spe)) < 1e-9]
         lines.append(f"| {names[m]} | {tried} | {r['lr']} | " + " / ".join(f"{h['train_loss']:.3f}" for h in at)
                      + f" | {100 * r['history'][-1]['test_error']:.1f}% | {r['seconds']:.0f} |")
+    long = []
+    for name in sorted(os.listdir(folder)):
+        if name.startswith("slides_whitening_long") and name.endswith(".json"):
+            with open(os.path.join(folder, name)) as f:
+                d = json.load(f)
+            long += [dict(r, epochs=d["meta"]["epochs"], steps=d["meta"]["steps"]) for r in d["runs"]]
+    if long:
+        lines += ["", f"Then each method once more at its best stepsize, for {long[0]['epochs']:g} epochs "
+                  f"(`--long`; `--weight-decay` for the L2 rows):", "",
+                  "| method | lr | L2 | training cost after 1 / 5 / 10 / ... epochs | final test loss | "
+                  "test error | training s |", "|---|---|---|---|---|---|---|"]
+        for r in long:
+            spe = r["steps"] / r["epochs"]
+            marks = [e for e in (1, 5, 10, 15, 20, 30, 40) if e <= r["epochs"]]
+            cost = {round(h["step"] / spe, 6): h["train_loss"] for h in r["history"]}
+            at = " / ".join(f"{cost[float(e)]:.3f}" if float(e) in cost else "-" for e in marks)
+            last = r["history"][-1]
+            lines.append(f"| {names[r['method']]} | {r['lr']} | {r.get('weight_decay') or 0:g} | {at} | "
+                         f"{last['test_loss']:.3f} | {100 * last['test_error']:.1f}% | {r['seconds']:.0f} |")
+        best = {r["method"] + (" + L2" if r.get("weight_decay") else ""): r for r in long}
+        names.update({k: names[k.split(" + ")[0]] + " + L2" for k in best if " + L2" in k})
+        meta = dict(meta, steps=long[0]["steps"], epochs=long[0]["epochs"])
     with open(os.path.join(folder, "slides_whitening.md"), "w") as f:
         f.write("\n".join(lines) + "\n\n![curves](slides_whitening.png)\n")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
@@ -146,6 +184,25 @@ def report(folder):
     fig.savefig(os.path.join(folder, "slides_whitening.png"), dpi=120)
 
 
+def long_runs(a):
+    data = _data(a.data_dir)
+    spe = data["train"][0].shape[0] // 128
+    best = _best_lrs(a.out)
+    runs = []
+    for m in a.methods.split(","):
+        if m == "bn-then-whitening":
+            r = run_bn_then_whitening(best["bn"], best["whitening"], a, data, spe)
+        else:
+            r = run_one(m, best[m], a, data, int(a.epochs * spe))
+        runs.append(r)
+        print(f"long {m} lr {r['lr']} wd {a.weight_decay}: {r['stop']}, training cost "
+              f"{r['history'][-1]['train_loss']:.4f}, test error {r['history'][-1]['test_error']}", flush=True)
+    meta = dict(epochs=a.epochs, bn_epochs=a.bn_epochs, steps=int(a.epochs * spe), eval_subset=a.eval_subset,
+                weight_decay=a.weight_decay)
+    with open(os.path.join(a.out, f"slides_whitening_long{a.tag}.json"), "w") as f:
+        json.dump(dict(meta=meta, runs=runs), f, default=float)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=float, default=3.0)
@@ -158,9 +215,14 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--tag", default="")
     ap.add_argument("--report", action="store_true", help="only write the table and plot from --out's runs")
+    ap.add_argument("--long", action="store_true",
+                    help="run each of --methods once, at the best stepsize of the sweep files in --out")
+    ap.add_argument("--weight-decay", type=float, default=0.0, help="L2 regularization (the slides' sanity check)")
     a = ap.parse_args()
     if a.report:
         return report(a.out)
+    if a.long:
+        return long_runs(a)
     data = _data(a.data_dir)
     spe = data["train"][0].shape[0] // 128
     steps = a.steps or int(a.epochs * spe)

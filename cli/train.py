@@ -105,6 +105,8 @@ METHOD_OPTIONS = [
     click.option("--schedule-gamma", type=float, default=None, help="[sgd] gamma of the inverse schedule"),
     click.option("--schedule-period", type=int, default=None,
                  help="[sgd] updates between halvings of the halving schedule"),
+    click.option("--weight-decay", type=float, default=None,
+                 help="[sgd, reparam] L2 regularization: the gradient of loss + (VALUE / 2) ||w||^2"),
     click.option("--lr-scaling", type=click.Choice(["none", "share-fanin"]), default=None,
                  help="[sgd] per-layer stepsizes lr / sqrt(share x fanin) (seed 003's 1990's-style network)"),
     # ---- RMSProp / Adam ----------------------------------------------------------------------

@@ -58,3 +58,18 @@ def test_cli_flag(tmp_path):
     r = CliRunner().invoke(main, base + ["--optimizer", "adam", "--lr-scaling", "share-fanin",
                                          "--out", str(tmp_path / "b")])
     assert r.exit_code == 2 and "does not take --lr-scaling" in r.output
+
+
+@pytest.mark.parametrize("name", ["sgd", "reparam"])
+def test_weight_decay_is_the_gradient_of_l2(name):
+    """weight_decay w added to the gradient = SG on loss + (wd / 2) ||w||^2."""
+    from tinynet.optim import build_optimizer
+    rng = np.random.default_rng(2)
+    X, y = rng.standard_normal((16, 49)), rng.integers(0, 10, 16)
+    a = build_model("tiny-mlp", dtype=np.float64, seed=1)
+    b = build_model("tiny-mlp", dtype=np.float64, seed=1)
+    extra = {} if name == "sgd" else dict(center=False, scale="none", beta="one")
+    build_optimizer(name, a, 0.1, weight_decay=0.01, **extra).step(X, y)
+    theta = b.get_flat()
+    expect = theta - 0.1 * (b.gradient(X, y) + 0.01 * theta)
+    np.testing.assert_allclose(a.get_flat(), expect, rtol=0, atol=1e-15)

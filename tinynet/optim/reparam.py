@@ -57,13 +57,15 @@ class QuasiDiagonal(Optimizer):
     name = "reparam"
 
     def __init__(self, net, lr=0.01, center=True, scale="variance", beta="share-fanin", rate=0.01, eps=1e-3,
-                 stats_every=10):
+                 stats_every=10, weight_decay=0.0):
         super().__init__(net, lr)
         check_choice("QuasiDiagonal", "scale", scale, SCALES)
         check_choice("QuasiDiagonal", "beta", beta, BETAS)
         self.rate = check_range("QuasiDiagonal", "rate", rate, 0, 1, lo_open=True)
         self.eps = check_range("QuasiDiagonal", "eps", eps, 0, lo_open=True)
         self.stats_every = check_range("QuasiDiagonal", "stats_every", stats_every, 1, integer=True)
+        # L2 on w (the slides' sanity check): the plain gradient gets + weight_decay w before the reparametrization
+        self.weight_decay = check_range("QuasiDiagonal", "weight_decay", weight_decay, 0)
         self.center, self.scale, self.beta = bool(center), scale, beta
         self.kron = kron_indices(net)
         self.stats = {}            # stage index -> {"mu": (n,), "var": (n,)} running averages
@@ -105,6 +107,8 @@ class QuasiDiagonal(Optimizer):
         net, bk = self.net, self.bk
         # every stage's plain gradient into _grad (the Kronecker stages by their own kernels)
         loss, ctxs, _, _ = forward_backward_bk(net, X, Y, self._grad, grad_of=self.kron)
+        if self.weight_decay:
+            bk.axpy(self.weight_decay, net.theta, self._grad)
         for i in self.kron:
             s, (a, b) = net.layers[i], net.offsets[i]
             first = i not in self.stats

@@ -3,7 +3,9 @@ w_{k+1} = w_k - alpha_k g(w_k, xi_k), with alpha_k from a schedule
 (tinynet.optim.schedules), optionally with heavy-ball momentum or Nesterov's
 variant (v = mu v + g; w -= alpha v, or w -= alpha (g + mu v)).
 lr_scaling="share-fanin": each layer's stepsize is alpha / sqrt(share x fanin)
-(the slides' per-layer stepsizes, tinynet.optim.lr_scaling)."""
+(the slides' per-layer stepsizes, tinynet.optim.lr_scaling). weight_decay:
+the gradient of loss + (weight_decay / 2) ||w||^2 (L2 regularization, the
+slides' sanity check), g <- g + weight_decay w."""
 from tinynet.optim.base import Optimizer, check_range
 from tinynet.optim.lr_scaling import layer_factors, scale_gradient
 from tinynet.optim.schedules import Constant
@@ -12,7 +14,7 @@ from tinynet.optim.schedules import Constant
 class SGD(Optimizer):
     name = "sgd"
 
-    def __init__(self, net, lr, momentum=0.0, nesterov=False, schedule=None, lr_scaling="none"):
+    def __init__(self, net, lr, momentum=0.0, nesterov=False, schedule=None, lr_scaling="none", weight_decay=0.0):
         super().__init__(net, lr)
         check_range("SGD", "momentum", momentum, 0, 1, hi_open=True)
         if nesterov and momentum == 0:
@@ -21,12 +23,15 @@ class SGD(Optimizer):
         self.schedule = schedule or Constant(self.lr)
         self.v = self.bk.zeros(net.n_params, net.dtype) if momentum > 0 else None
         self.lr_scaling, self.factors = lr_scaling, layer_factors(net, lr_scaling)
+        self.weight_decay = check_range("SGD", "weight_decay", weight_decay, 0)
 
     def _vectors(self):
         return {"v": self.v} if self.v is not None else {}
 
     def step(self, X, Y):
         loss, g = self.net.loss_and_gradient(X, Y)
+        if self.weight_decay:
+            self.bk.axpy(self.weight_decay, self.net.theta, g)
         scale_gradient(self.bk, g, self.factors)
         alpha = self.schedule(self.k)
         if self.v is None:
