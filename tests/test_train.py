@@ -268,3 +268,34 @@ def test_evaluate_uses_eval_mode_and_keeps_batchnorm_statistics():
     net.train(False)
     ref = net.loss(X, y)
     assert loss == pytest.approx(ref, rel=1e-12)
+
+
+@pytest.mark.parametrize("stage", ["batchnorm", "zca-pi"])
+def test_resume_keeps_running_statistics(data, tmp_path, stage):
+    """BatchNorm's running statistics (and a ZCA stage's running estimates and
+    power-iteration generator) are state outside theta: a resumed run must
+    evaluate, and train, exactly as the uninterrupted one."""
+    import tinynet as tn
+    from tinynet.models import mlp
+
+    def build():
+        if stage == "batchnorm":
+            return mlp([49, 16, 10], "tanh", tn.SoftmaxCrossEntropyLoss(), dtype=np.float64, batchnorm="full",
+                       seed=3)
+        return tn.Sequential([tn.Linear(49, 8), tn.ZCAWhitening(8, groups=2, backward="pi", pi_iters=5),
+                              tn.Tanh(), tn.Linear(8, 10)], tn.SoftmaxCrossEntropyLoss(), dtype=np.float64, seed=3)
+
+    def go(out, steps, resume=False):
+        net = build()
+        opt = build_optimizer("sgd", net, 0.1)
+        res = train(net, opt, data, TrainConfig(steps=steps, batch_size=BATCH, eval_every=10, seed=5,
+                                                out=str(out), progress=False, resume=resume))
+        return net, res
+
+    net_a, res_a = go(tmp_path / "straight", 40)
+    go(tmp_path / "split", 20)
+    net_b, res_b = go(tmp_path / "split", 40, resume=True)
+    assert np.array_equal(net_a.get_flat(), net_b.get_flat())
+    assert [r["train_loss"] for r in res_a.history] == [r["train_loss"] for r in res_b.history]
+    assert all(np.array_equal(v, net_b.buffers()[k]) if isinstance(v, np.ndarray) else v == net_b.buffers()[k]
+               for k, v in net_a.buffers().items())

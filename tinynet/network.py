@@ -106,6 +106,19 @@ class Sequential:
             raise ValueError(f"set_flat: expected a vector of {self.n_params} parameters, got shape {x.shape}")
         self.bk.copy_into(self.theta, self.bk.asarray(x, self.dtype))
 
+    def buffers(self):
+        """{"STAGE_INDEX/NAME": value}: every stage's non-parameter state (Stage.buffers)."""
+        return {f"{i}/{k}": v for i, s in enumerate(self.layers) for k, v in s.buffers().items()}
+
+    def load_buffers(self, state):
+        for i, s in enumerate(self.layers):
+            mine = {k.split("/", 1)[1]: v for k, v in state.items() if k.split("/", 1)[0] == str(i)}
+            if s.buffer_names:
+                missing = [k for k in s.buffer_names if k not in mine]
+                if missing:
+                    raise ValueError(f"stage {i} ({s!r}): no saved {', '.join(missing)}")
+                s.load_buffers(mine)
+
     def slices(self):
         """(stage index, slice) for each stage with parameters."""
         return [(i, slice(a, b)) for i, (a, b) in enumerate(self.offsets) if b > a]

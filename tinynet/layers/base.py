@@ -45,6 +45,22 @@ class Stage:
         """Host array with initial values for this stage's slice (empty if none)."""
         return np.zeros(0, dtype=dtype)
 
+    # state that is not a parameter but changes what the stage computes (BatchNorm's
+    # running statistics): checkpoints keep it, so a resumed run evaluates as one never stopped
+    buffer_names = ()
+
+    def buffers(self):
+        """{name: host array or string} of the stage's non-parameter state."""
+        return {k: np.array(getattr(self, k), copy=True) for k in self.buffer_names}
+
+    def load_buffers(self, state):
+        for k in self.buffer_names:
+            old = getattr(self, k)
+            new = np.asarray(state[k], dtype=np.float64)
+            if new.shape != np.shape(old):
+                raise ValueError(f"{self!r}: buffer {k} has shape {new.shape}, expected {np.shape(old)}")
+            setattr(self, k, new.copy())
+
     in_shape = out_shape = None
     mixes_batch = False     # True where an output row depends on other rows (BatchNorm in training)
 

@@ -29,6 +29,7 @@ from tinynet.layers.base import Stage
 
 class _BatchNormBase(Stage):
     has_scale = True
+    buffer_names = ("running_mean", "running_var")
 
     def __init__(self, d, eps=1e-5, momentum=0.1):
         super().__init__()

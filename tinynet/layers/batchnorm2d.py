@@ -41,6 +41,7 @@ from tinynet.layers.base import Stage
 class BatchNorm2d(Stage):
     needs_input_shape = True     # Sequential needs input_shape=(C, H, W) when this comes first
     mixes_batch = True
+    buffer_names = ("running_mean", "running_var")
 
     def __init__(self, channels, eps=1e-5, momentum=0.1):
         super().__init__()

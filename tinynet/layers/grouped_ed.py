@@ -52,6 +52,18 @@ class GroupedEDStage(Stage):
     needs_input_shape = True
     name = "GroupedEDStage"
     shift_mean = 0.0
+    buffer_names = ("running_mean", "running_W")
+
+    def buffers(self):
+        """The running estimates, and the power iteration's generator (rule "pi" draws its starts)."""
+        import json
+        return {**super().buffers(), "rng": json.dumps(self.ed.rng.bit_generator.state)}
+
+    def load_buffers(self, state):
+        import json
+        super().load_buffers(state)
+        if "rng" in state:
+            self.ed.rng.bit_generator.state = json.loads(state["rng"])
 
     def __init__(self, channels, r, groups=1, eps=1e-4, backward="hybrid", pi_iters=19,
                  momentum=0.1, seed=0):

@@ -186,6 +186,9 @@ class _Session:
             self.net.set_flat(theta)
             self.opt.load_state_dict(opt_state)
             self.rng.bit_generator.state = json.loads(tstate.pop("rng"))
+            buffers = tstate.pop("buffers", None)
+            if buffers is not None:         # checkpoints from before buffers were kept have none
+                self.net.load_buffers(buffers)
             monitor = tstate.pop("monitor", None) or dict(initial_loss=tstate.pop("initial_loss", None))
             tstate.pop("initial_loss", None)
             self.st.update(tstate)
@@ -205,15 +208,18 @@ class _Session:
             tstate["last_good_step"] = self.st["step"]
         tstate["rng"] = json.dumps(self.rng.bit_generator.state)
         tstate["monitor"] = {k: v for k, v in self.monitor.state.items()}
+        tstate["buffers"] = self.net.buffers()          # BatchNorm's running statistics, ...
         theta, opt_state = self.net.get_flat(), self.opt.state_dict()
         self.rd.save(lambda p: save_checkpoint(p, theta, opt_state, tstate), good)
         if good:
             self.st["last_good_step"] = self.st["step"]
 
     def _back_to_last_good(self):
-        theta, opt_state, _ = load_checkpoint(self.rd.file(LAST_GOOD))
+        theta, opt_state, tstate = load_checkpoint(self.rd.file(LAST_GOOD))
         self.net.set_flat(theta)
         self.opt.load_state_dict(opt_state)
+        if tstate.get("buffers") is not None:
+            self.net.load_buffers(tstate["buffers"])
 
     # -- evaluation -----------------------------------------------------------------------------
     def _evaluate_and_save(self, save=True):
