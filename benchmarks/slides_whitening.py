@@ -53,8 +53,8 @@ def _optimizer(method, net, lr, wd=0.0):
     raise ValueError(method)
 
 
-def _cfg(a, steps):
-    return TrainConfig(batch_size=128, steps=steps, eval_every=max(1, steps // (2 * a.epochs)),
+def _cfg(a, steps, eval_every=None):
+    return TrainConfig(batch_size=128, steps=steps, eval_every=eval_every or max(1, steps // (2 * a.epochs)),
                        eval_subset=a.eval_subset, seed=0, progress=False)
 
 
@@ -83,10 +83,11 @@ def _best_lrs(folder, pattern="slides_whitening_runs"):
 def run_bn_then_whitening(lr_bn, lr_w, a, data, steps_per_epoch):
     net = build_model("cifar-cnn", dtype=np.float32, seed=0, batchnorm="full")
     k1 = int(a.bn_epochs * steps_per_epoch)
-    r1 = train(net, SGD(net, lr_bn), data, _cfg(a, k1))
+    every = max(1, int(a.epochs * steps_per_epoch) // (2 * a.epochs))     # the other runs' evaluation points
+    r1 = train(net, SGD(net, lr_bn), data, _cfg(a, k1, every))
     folded = fold_batchnorm(net)
     k2 = int(a.epochs * steps_per_epoch) - k1
-    cfg = _cfg(a, k2)
+    cfg = _cfg(a, k2, every)
     cfg.seed = 1                   # a new data order for the second phase (its own generator)
     r2 = train(folded, QuasiDiagonal(folded, lr_w), data, cfg)
     hist = [dict(h) for h in r1.history]
@@ -132,6 +133,8 @@ def report(folder):
              "| method | stepsizes tried (final training cost) | best | training cost at epoch 1 / 2 / ... | "
              "test error | training s |", "|---|---|---|---|---|---|"]
     for m in order:
+        if not any(r["method"] == m for r in runs):
+            continue
         tried = ", ".join(f"{r['lr']}: " + (f"{r['history'][-1]['train_loss']:.3f}" if r["stop"] == "steps"
                                              else r["stop"]) for r in runs if r["method"] == m)
         if m not in best:
@@ -214,6 +217,7 @@ def main():
     ap.add_argument("--steps", type=int, default=None, help="override: steps per run (calibration)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--tag", default="")
+    ap.add_argument("--lrs", default=None, help="stepsizes to try instead of the method's grid (comma-separated)")
     ap.add_argument("--report", action="store_true", help="only write the table and plot from --out's runs")
     ap.add_argument("--long", action="store_true",
                     help="run each of --methods once, at the best stepsize of the sweep files in --out")
@@ -232,7 +236,7 @@ def main():
     for m in methods:
         if m == "bn-then-whitening":
             continue
-        for lr in GRIDS[m]:
+        for lr in ([float(x) for x in a.lrs.split(",")] if a.lrs else GRIDS[m]):
             r = run_one(m, lr, a, data, steps)
             runs.append(r)
             print(f"{m} lr {lr}: {r['stop']}, final training cost {r['history'][-1]['train_loss']:.4f}, "
