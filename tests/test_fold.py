@@ -39,5 +39,5 @@ def test_cnn():
 
 def test_refuses_a_bn_that_does_not_follow_a_layer():
     net = tn.Sequential([tn.Linear(3, 3), tn.Tanh(), tn.BatchNorm(3), tn.Linear(3, 2)], tn.MSELoss())
-    with pytest.raises(ValueError, match="follows Tanh\(\), not a Linear or Conv2d"):
+    with pytest.raises(ValueError, match=r"follows Tanh\(\), not a Linear or Conv2d"):
         fold_batchnorm(net)
