@@ -17,6 +17,9 @@ parameter puts the parameters back as they were and raises NonFiniteError
 step on the MNIST autoencoder, benchmarks/guard_overhead.py). tinynet.train
 sets `guard = "inputs"`: it stops on the next step's non-finite loss and never
 writes such parameters to a checkpoint, so it need not pay for the copy.
+Arrays already on a GPU are not checked: each check would be a device-to-host
+round trip, and a step returns only its loss to the host (the trainer's checks
+of that loss and of the evaluations still apply).
 Hyperparameters are checked in each constructor with `check_range`, whose
 message names the option, its `tinynet train` flag and the valid range.
 """
@@ -56,17 +59,15 @@ def check_range(who, name, value, lo=None, hi=None, *, lo_open=False, hi_open=Fa
     return int(v) if integer else v
 
 
-def _all_finite(bk, A):
-    if isinstance(A, np.ndarray):
-        if not np.issubdtype(A.dtype, np.floating):
+def _all_finite(A):
+    """True unless the host array A holds NaN or inf (device arrays: not checked, see above)."""
+    if not isinstance(A, np.ndarray) or not np.issubdtype(A.dtype, np.floating):
+        return True
+    flat = A.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.dot(flat, flat)):                # NaN and inf survive a sum of squares
             return True
-        flat = A.reshape(-1)
-        with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(np.dot(flat, flat)):            # NaN and inf survive a sum of squares
-                return True
-        return bool(np.isfinite(flat).all())               # the squares overflowed: look closer
-    flat = A.reshape(A.size)
-    return math.isfinite(bk.dot(flat, flat))
+    return bool(np.isfinite(flat).all())                   # the squares overflowed: look closer
 
 
 def _guard_step(step):
@@ -76,10 +77,10 @@ def _guard_step(step):
             return step(self, X, Y)
         who = type(self).__name__
         for what, A in (("inputs X", X), ("targets Y", Y)):
-            if not _all_finite(self.bk, A):
+            if not _all_finite(A):
                 raise ValueError(f"{who}.step: the {what} contain NaN or inf; nothing was changed "
                                  f"(clean the batch)")
-        if self.guard != "full":
+        if self.guard != "full" or not isinstance(self.net.theta, np.ndarray):
             return step(self, X, Y)
         theta = self.net.theta
         if self._theta_before is None:
@@ -91,7 +92,7 @@ def _guard_step(step):
             loss = step(self, X, Y)
         finally:
             self._stepping = False
-        if not _all_finite(self.bk, theta):
+        if not _all_finite(theta):
             self.bk.copy_into(theta, self._theta_before)
             self.k = k
             raise NonFiniteError(f"{who}, update {k + 1}: the update would make parameters non-finite "
