@@ -50,10 +50,17 @@ def cli(args, fsize=None, timeout=300):
                           preexec_fn=_limits(fsize) if fsize is not None else None)
 
 
+def _terminal_dispositions():
+    # as started from a terminal, even when the tests run under nohup or `&` (SIGHUP / SIGINT ignored)
+    for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(s, signal.SIG_DFL)
+
+
 def start(args):
     """`tinynet ARGS` in the background (its own session, so signals reach it alone)."""
     return subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=_terminal_dispositions)
 
 
 def rows(run):

@@ -40,6 +40,19 @@ def data():
     return tiny_data()
 
 
+@pytest.fixture
+def terminal_signals():
+    """The dispositions of a terminal session: a test started by `nohup` or `&`
+    inherits SIGHUP / SIGINT ignored, which the trainer then rightly leaves
+    ignored. The caller's dispositions come back afterwards."""
+    wanted = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
+              signal.SIGHUP: signal.SIG_DFL}
+    before = {s: signal.signal(s, h) for s, h in wanted.items()}
+    yield
+    for s, h in before.items():
+        signal.signal(s, h)
+
+
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
@@ -326,7 +339,7 @@ def test_two_processes_on_one_folder(tmp_path):
 
 # -- 4. signals -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
-def test_signal_stops_at_the_step_boundary(data, tmp_path, sig):
+def test_signal_stops_at_the_step_boundary(data, tmp_path, sig, terminal_signals):
     before = signal.getsignal(sig)
     net, opt = build_model("tiny-mlp", dtype=np.float64, seed=3), None
     opt = build_optimizer("sgd", net, 0.1)
@@ -351,7 +364,7 @@ def test_signal_stops_at_the_step_boundary(data, tmp_path, sig):
     assert np.array_equal(net2.get_flat(), straight.get_flat())
 
 
-def test_ctrl_c_during_the_first_evaluation_leaves_a_resumable_run(data, tmp_path, monkeypatch):
+def test_ctrl_c_during_the_first_evaluation_leaves_a_resumable_run(data, tmp_path, monkeypatch, terminal_signals):
     import tinynet.train.loop as loop
     real = loop.evaluate
     calls = []
@@ -386,7 +399,7 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_afresh(data, tmp_path)
     assert res.step == 10 and np.array_equal(net.get_flat(), straight.get_flat())
 
 
-def test_second_ctrl_c_inside_a_step_keeps_the_evaluated_checkpoint(data, tmp_path):
+def test_second_ctrl_c_inside_a_step_keeps_the_evaluated_checkpoint(data, tmp_path, terminal_signals):
     net = build_model("tiny-mlp", dtype=np.float64, seed=3)
     opt = build_optimizer("sgd", net, 0.1)
     step = opt.step
