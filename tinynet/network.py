@@ -207,14 +207,22 @@ class Sequential:
         return dz
 
 
+def all_finite(A):
+    """True unless the host array A holds NaN or inf, in one reduction (device
+    arrays and integer arrays: True, they are not checked here)."""
+    if not isinstance(A, np.ndarray) or not np.issubdtype(A.dtype, np.floating):
+        return True
+    flat = A.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.dot(flat, flat)):                # NaN and inf survive a sum of squares
+            return True
+    return bool(np.isfinite(flat).all())                   # the squares overflowed: look closer
+
+
 def _check_finite(A, what):
     """NaN in, NaN forever: refuse a non-finite batch at the entry points
     (loss, gradient, forward, every pass that takes X or Y) with one reduction."""
-    if np.issubdtype(A.dtype, np.floating):
-        flat = A.reshape(-1)
-        with np.errstate(over="ignore", invalid="ignore"):
-            ok = np.isfinite(np.dot(flat, flat))
-        bad = 0 if ok else int(np.count_nonzero(~np.isfinite(flat)))   # squares may overflow: count
-        if bad:
-            raise ValueError(f"the {what} contain {bad} NaN or inf value(s): clean the batch "
-                             f"(nothing was computed)")
+    if not all_finite(A):
+        bad = int(np.count_nonzero(~np.isfinite(A)))
+        raise ValueError(f"the {what} contain {bad} NaN or inf value(s): clean the batch "
+                         f"(nothing was computed)")

@@ -28,6 +28,8 @@ import math
 
 import numpy as np
 
+from tinynet.network import all_finite as _all_finite
+
 # python name -> `tinynet train` flag where they differ (cli/train.py)
 FLAGS = {"T": "--amortize", "alpha": "--acp-alpha"}
 
@@ -57,17 +59,6 @@ def check_range(who, name, value, lo=None, hi=None, *, lo_open=False, hi_open=Fa
     if not ok:
         raise ValueError(f"{who}: {name} ({flag}) must be {kind} in {interval}, got {value!r}")
     return int(v) if integer else v
-
-
-def _all_finite(A):
-    """True unless the host array A holds NaN or inf (device arrays: not checked, see above)."""
-    if not isinstance(A, np.ndarray) or not np.issubdtype(A.dtype, np.floating):
-        return True
-    flat = A.reshape(-1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.dot(flat, flat)):                # NaN and inf survive a sum of squares
-            return True
-    return bool(np.isfinite(flat).all())                   # the squares overflowed: look closer
 
 
 def _guard_step(step):

@@ -22,8 +22,9 @@ import numpy as np
 TMP_MARK = ".tmp-"      # temporary files: .NAME.tmp-PID (stray ones are removed when a run opens)
 
 
-class RunFileError(Exception):
-    """A run file could not be written or read; the message is one line."""
+class RunFileError(OSError):
+    """A run file could not be written or read; the message is one line (an
+    OSError, so callers that handle file errors handle it too)."""
 
 
 class CheckpointError(RunFileError):

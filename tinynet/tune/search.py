@@ -24,6 +24,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from tinynet.train.files import atomic_json  # noqa: F401  (the one atomic JSON writer; cli/tune imports it here)
 from tinynet.tune.brs import MAX_DRAWS, brs_point
 from tinynet.tune.grid import grid_points
 from tinynet.tune.random_search import random_point
@@ -201,16 +202,6 @@ class ResultsFile:
                 raise SpaceError(f"{self.path}, row {k + 2}: trial {trials[-1].index} where trial {k} "
                                  f"was expected; the file is not one search's results")
         return trials
-
-
-def atomic_json(path, obj):
-    """Write obj as JSON to path through a fsynced temporary file and a rename."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _read_number(s):
