@@ -9,6 +9,7 @@ the stages straight into the matching slices of one flat gradient vector.
 import numpy as np
 
 from tinynet.backend import get_backend
+from tinynet.distributed.comm import LOCAL
 from tinynet.layers.activation import Activation
 from tinynet.layers.base import Stage
 from tinynet.losses.base import Loss
@@ -72,6 +73,9 @@ class Sequential:
         self.theta = self.bk.asarray(host, self.dtype)
         self._bind()
         self._grad = None
+        # the ranks this network trains on (tinynet.distributed): the gradient of
+        # loss_and_gradient is the mean over their shards; LOCAL in one process
+        self.comm = LOCAL
 
     def _input_shape(self, input_shape):
         if input_shape is not None:
@@ -183,7 +187,9 @@ class Sequential:
 
     def loss_and_gradient(self, X, Y, out=None):
         """(batch-mean loss as a float, flat gradient as a backend vector).
-        The gradient vector is reused between calls unless `out` is given."""
+        The gradient vector is reused between calls unless `out` is given.
+        Data-parallel (self.comm over P ranks, X this rank's shard): both are
+        the means over the global batch, all-reduced."""
         F, ctxs = self.forward_ctx(X)
         value, lctx = self.loss_stage.forward(F, self.as_target(Y))
         if out is None:
@@ -191,6 +197,8 @@ class Sequential:
                 self._grad = self.bk.zeros(self.n_params, self.dtype)
             out = self._grad
         self.backward(ctxs, self.loss_stage.vjp(lctx), out)
+        if self.comm.size > 1:
+            value = self.comm.mean_gradient(self.bk, out, value)
         return value, out
 
     def gradient(self, X, Y):

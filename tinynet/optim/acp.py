@@ -40,12 +40,14 @@ move; no setting of eps tried there left the plateau without diverging.
 import numpy as np
 
 from tinynet.optim.base import Optimizer, check_range
-from tinynet.optim.stats import (centered_input, damped_inverse, forward_backward_bk,
+from tinynet.distributed.comm import pack_upper, unpack_upper
+from tinynet.optim.stats import (backward_rows_bk, centered_input, damped_inverse, forward_backward_bk,
                                  input_moments, layer_axpy, other_stages_sgd, shares)
 
 
 class ACP(Optimizer):
     name = "acp"
+    distributable = True     # _step_reduced
 
     def __init__(self, net, lr=0.3, eps=0.1, T=100, alpha=1.0, alpha_floor=1e-4, route="auto"):
         super().__init__(net, lr)
@@ -106,6 +108,8 @@ class ACP(Optimizer):
         self.alphas = {int(i): float(a) for i, a in state.get("alphas", {}).items()}
 
     def step(self, X, Y):
+        if self.net.comm.size > 1:
+            return self._step_reduced(X, Y)
         net, bk = self.net, self.bk
         loss, ctxs, _, Bs = forward_backward_bk(net, X, Y, self._grad)
         if self.k % self.T == 0:                                    # amortization
@@ -130,3 +134,58 @@ class ACP(Optimizer):
         other_stages_sgd(net, self._grad, self.lr)
         self.k += 1
         return loss
+
+    def _step_reduced(self, X, Y):
+        """The same update from P ranks' shards (tinynet.distributed). What is
+        summed over examples is all-reduced: each step the gradient
+        Gamma = [grad W^T; grad b^T] = [H 1]^T B and the input sums 1^T H
+        ("gradient", "moments": |theta| + sum_l i_l numbers); at amortization the
+        centered second moments (H - 1 mu^T)^T (H - 1 mu^T) ("covariance",
+        sum_l i_l (i_l + 1) / 2) and, for the heuristic alpha, the maximum of
+        (grad_a l)^2. With the global mu the update is, from (6.2.4)-(6.2.5),
+          dW^T = -lr inv_C (grad W^T - mu grad b^T),  db = -lr (grad b - dW mu)."""
+        net, bk, comm = self.net, self.bk, self.net.comm
+        kron = sorted(shares(net))
+        loss, ctxs, lctx, _ = forward_backward_bk(net, X, Y, self._grad, set(kron))
+        rows = {i: net.layers[i].kron_rows(ctxs[i]) for i in kron}
+        m = {i: rows[i].shape[0] * comm.size for i in kron}                # global rows per layer
+        sums = [np.array(bk.to_host(bk.col_sum(rows[i])), dtype=np.float64) for i in kron]
+        box = np.array([loss], dtype=np.float64)
+        comm.allreduce_sum(sums + [box], "moments")
+        comm.allreduce_sum([self._grad], "gradient")
+        bk.scale(1.0 / comm.size, self._grad)
+        loss = float(box[0]) / comm.size
+        mus = {i: sums[j] / m[i] for j, i in enumerate(kron)}
+        if self.k % self.T == 0:                                          # amortization
+            self._amortize_reduced(kron, ctxs, lctx, rows, mus, m)
+        for i in kron:
+            s = net.layers[i]
+            a, c = net.offsets[i]
+            GammaT = self._grad[a:c].reshape(s.fan_in + 1, s.fan_out)      # [grad W^T; grad b^T]
+            mu = bk.asarray(mus[i].astype(net.dtype))
+            centered = bk.copy(GammaT[:-1])                                # grad W^T - mu grad b^T
+            bk.matmul_acc(mu.reshape(1, -1), GammaT[-1:], centered, -1.0, ta=True)
+            G = bk.matmul(self.inv_C[i], centered)                         # (eq. 6.2.4): dW^T = -lr G
+            db = bk.copy(GammaT[-1])
+            bk.axpy(-1.0, bk.matmul(mu.reshape(1, -1), G).reshape(-1), db)  # (eq. 6.2.5)
+            layer_axpy(net, i, -self.lr, G, db)
+        other_stages_sgd(net, self._grad, self.lr)
+        self.k += 1
+        return loss
+
+    def _amortize_reduced(self, kron, ctxs, lctx, rows, mus, m):
+        net, bk, comm = self.net, self.bk, self.net.comm
+        sh = shares(net)
+        Hc = [np.asarray(bk.to_host(rows[i]), dtype=np.float64) - mus[i] for i in kron]
+        covs = [pack_upper(H.T @ H) for H in Hc]
+        comm.allreduce_sum(covs, "covariance")
+        if self.alpha == "heuristic":
+            Bs = backward_rows_bk(net, ctxs, net.loss_stage.vjp(lctx))       # the rows, for max (grad_a l)^2
+            alphas = comm.allreduce_max([self._layer_alpha(np.asarray(bk.to_host(Bs[i])), sh[i])
+                                         for i in kron], "alpha")
+        else:
+            alphas = [float(self.alpha)] * len(kron)
+        for j, i in enumerate(kron):
+            self.alphas[i] = float(alphas[j])
+            self.C[i] = sh[i] * unpack_upper(covs[j], Hc[j].shape[1]) / m[i]
+            self.inv_C[i] = bk.asarray(damped_inverse(self.C[i], self.eps / self.alphas[i], net.dtype))

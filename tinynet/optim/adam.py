@@ -5,6 +5,7 @@ from tinynet.optim.base import Optimizer, check_range
 
 class Adam(Optimizer):
     name = "adam"
+    distributable = True         # its only batch statistic is the gradient
 
     def __init__(self, net, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
         super().__init__(net, lr)

@@ -101,6 +101,10 @@ class Optimizer:
     _theta_before = None
     guard = "full"          # or "inputs": only the batch is checked (see the module docstring)
     hyperparameters = None  # the resolved settings, set by tinynet.optim.build_optimizer
+    # True where every batch statistic the step uses is reduced across net.comm
+    # (data-parallel ranks, tinynet.distributed): the gradient-only methods get
+    # it from Sequential.loss_and_gradient, KFAC, ACP and UBP reduce their own
+    distributable = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

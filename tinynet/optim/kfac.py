@@ -52,6 +52,8 @@ import copy
 
 import numpy as np
 
+from tinynet.distributed.comm import pack_upper, unpack_upper
+from tinynet.distributed.sharding import sharded
 from tinynet.optim.base import Optimizer, check_range
 from tinynet.optim.stats import (RunningFactors, damped_inverse, forward_backward_bk,
                                  kfac_sums, other_stages_sgd, shares)
@@ -67,6 +69,7 @@ def factored_damping(A, G, eps):
 
 class KFAC(Optimizer):
     name = "kfac"
+    distributable = True     # gradient, factor sums and inversions reduced over net.comm (step)
 
     def __init__(self, net, lr=1.0, curvature="gn", eps=1e-3, T=100, stats_every=10, rho=0.95,
                  seed=0, exact=False, kfac_curvature=None, kl_clip=1e-2, route="auto"):
@@ -147,6 +150,27 @@ class KFAC(Optimizer):
         if "rng" in state:
             self.rng.bit_generator.state = state["rng"]
 
+    def _invert(self, comm):
+        """The damped inverses of every layer's factors. Over P ranks, layer j's
+        pair is inverted by rank j mod P (round-robin) and broadcast from it as
+        upper triangles ("inverses": sum over layers ((i+1)(i+2) + o(o+1)) / 2
+        numbers), so the O(d^3) work of an inversion step is spread."""
+        net, bk = self.net, self.bk
+        for j, (i, (A, G)) in enumerate(sorted(self.running.upper.items())):  # damped_inverse reads upper triangles
+            dA, dG = factored_damping(A, G, self.eps)
+            self.dampings[i] = (dA, dG)
+            owner = j % comm.size
+            if owner == comm.rank:
+                pair = [damped_inverse(A, dA, net.dtype), damped_inverse(G, dG, net.dtype)]
+            else:
+                pair = [np.empty(A.shape, net.dtype), np.empty(G.shape, net.dtype)]
+            if comm.size > 1:
+                for m, M in enumerate(pair):
+                    up = pack_upper(M)
+                    comm.bcast(up, owner, "inverses")
+                    pair[m] = unpack_upper(up, M.shape[0])
+            self.inverses[i] = (bk.asarray(pair[0]), bk.asarray(pair[1]))
+
     def _route(self, n, i, o):
         """"batch" or "gradient" for a layer (n batch, i inputs, o outputs): the
         route of fewer flops, trust-region products included (module docstring)."""
@@ -157,22 +181,27 @@ class KFAC(Optimizer):
         return "batch" if batch < grad else "gradient"
 
     def step(self, X, Y):
-        net, bk = self.net, self.bk
+        net, bk, comm = self.net, self.bk, self.net.comm
         n = X.shape[0]
         routes = {i: self._route(n * sh, net.layers[i].fan_in, net.layers[i].fan_out)
                   for i, sh in self._shares.items()}
+        if comm.size > 1:
+            # data-parallel: the global gradient is the all-reduced mean of the
+            # shards' gradients, so every layer takes the gradient route (the batch
+            # route's result is the same product, formed from one shard's rows)
+            routes = dict.fromkeys(routes, "gradient")
         # gradient-route layers take Gamma^T from the flat gradient their own vjp
         # writes (no rows formed); batch-route layers get their signal rows B
         by_grad = {i for i, r in routes.items() if r == "gradient"}
         loss, ctxs, lctx, Bs = forward_backward_bk(net, X, Y, self._grad, by_grad)
+        if comm.size > 1:
+            loss = comm.mean_gradient(bk, self._grad, loss)
         if self.k % self.stats_every == 0:
-            self.running.update(kfac_sums(net, ctxs, lctx, self.curvature, self.rng, self.exact), self._shares)
+            # sampled rows: each rank draws its shard's rows of one process's draw
+            sums = kfac_sums(net, ctxs, lctx, self.curvature, sharded(self.rng, comm), self.exact)
+            self.running.update(sums, self._shares, comm)
         if self.k % self.T == 0 or not self.inverses:
-            for i, (A, G) in self.running.upper.items():          # damped_inverse reads the upper triangles
-                dA, dG = factored_damping(A, G, self.eps)
-                self.dampings[i] = (dA, dG)
-                self.inverses[i] = (bk.asarray(damped_inverse(A, dA, net.dtype)),
-                                    bk.asarray(damped_inverse(G, dG, net.dtype)))
+            self._invert(comm)
         # every layer's preconditioned factors first: nu needs q of all layers
         # before any update is applied
         pending, q = [], 0.0

@@ -5,6 +5,7 @@ from tinynet.optim.base import Optimizer, check_range
 
 class RMSProp(Optimizer):
     name = "rmsprop"
+    distributable = True         # its only batch statistic is the gradient
 
     def __init__(self, net, lr=1e-3, rho=0.9, eps=1e-8):
         super().__init__(net, lr)

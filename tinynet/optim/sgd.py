@@ -13,6 +13,7 @@ from tinynet.optim.schedules import Constant
 
 class SGD(Optimizer):
     name = "sgd"
+    distributable = True         # its only batch statistic is the gradient
 
     def __init__(self, net, lr, momentum=0.0, nesterov=False, schedule=None, lr_scaling="none", weight_decay=0.0):
         super().__init__(net, lr)

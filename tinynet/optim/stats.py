@@ -176,9 +176,12 @@ class RunningFactors:
         self._R = {}
         self._mirrored = True
 
-    def update(self, sums, shares=None):
+    def update(self, sums, shares=None, comm=None):
         """sums: {Kronecker index: (H, S_B)} from kfac_sums; shares: {index: rows
-        per example} (default 1: Linear layers), A's KFC scaling."""
+        per example} (default 1: Linear layers), A's KFC scaling. comm: the
+        data-parallel ranks whose shards the sums are of (update_reduced)."""
+        if comm is not None and comm.size > 1:
+            return self.update_reduced(sums, shares, comm)
         for i, (H, SB) in sums.items():
             n, ni = H.shape
             rho = self.rho
@@ -195,6 +198,37 @@ class RunningFactors:
             host_call("host.running_update_upper", K.running_update_upper, RG, SB, rho, 1.0 / n,
                       nbytes=RG.nbytes + SB.nbytes)
         self._mirrored = False
+
+    def update_reduced(self, sums, shares, comm):
+        """update() from P ranks' shards: each rank's raw sums S_A = [H 1]^T [H 1]
+        and S_B, upper triangles only, summed by one bucketed all-reduce ("factors":
+        sum over layers ((i+1)(i+2) + o(o+1)) / 2 numbers), then scaled by the
+        global row count m = P x the local one (equal shards)."""
+        from tinynet.distributed.comm import pack_upper, unpack_upper
+        order = sorted(sums)
+        packed = []
+        for i in order:
+            H, SB = sums[i]
+            H1 = np.hstack([np.asarray(H, dtype=np.float64), np.ones((H.shape[0], 1))])
+            packed += [pack_upper(host_call("host.gemm", np.matmul, H1.T, H1,
+                                            flops=2.0 * H1.shape[0] * H1.shape[1] ** 2)),
+                       pack_upper(np.asarray(SB, dtype=np.float64))]
+        comm.allreduce_sum(packed, "factors")
+        for j, i in enumerate(order):
+            H, SB = sums[i]
+            m = H.shape[0] * comm.size
+            share = float(1 if shares is None else shares[i])
+            A_new = unpack_upper(packed[2 * j], H.shape[1] + 1) * (share / m)
+            G_new = unpack_upper(packed[2 * j + 1], SB.shape[0]) / m
+            if i not in self._R:
+                self._R[i] = (A_new, G_new)
+            else:
+                RA, RG = self._R[i]
+                RA *= self.rho
+                RA += (1.0 - self.rho) * A_new
+                RG *= self.rho
+                RG += (1.0 - self.rho) * G_new
+        self._mirrored = True            # full symmetric matrices, not only upper triangles
 
     @property
     def upper(self):

@@ -89,6 +89,7 @@ class UBP(Optimizer):
     the update. A network with one Linear layer makes UBP exactly SGD."""
 
     name = "ubp"
+    distributable = True     # each layer's update and the correction norms reduced over net.comm (step)
 
     def __init__(self, net, lr, curvature="gn", mode="matrix_free", clip=None,
                  max_jacobian_bytes=2 ** 30, *, ubp_curvature=None, ubp_mode=None, ubp_clip=None):
@@ -122,21 +123,25 @@ class UBP(Optimizer):
 
     # -- one step ----------------------------------------------------------------------
     def step(self, X, Y):
-        net, bk, lam = self.net, self.bk, self.lr
+        net, bk, lam, comm = self.net, self.bk, self.lr, self.net.comm
         X = net.as_input(X)
-        n = X.shape[0]
+        n = X.shape[0] * comm.size             # the global batch (data-parallel: this rank's rows x P)
         if self.mode == "explicit":
-            self._check_memory(n)
+            self._check_memory(X.shape[0])
         F, ctxs = net.forward_ctx(X)
         loss, lctx = net.loss_stage.forward(F, net.as_target(Y))
         B = net.loss_stage.vjp(lctx)                 # rows dl_i/df / n
+        loss_box = np.array([loss], dtype=np.float64)
+        pending = [loss_box]                         # the loss travels with the first layer's gradient
+        if comm.size > 1:
+            bk.scale(1.0 / comm.size, B.reshape(-1))  # the shard's rows of the global batch's 1/n
         bottom = self.linear[0]
         w2 = self._second_order_weights(ctxs, B, bottom) if self.curvature == "exact" else {}
         J = Hs = None
         if self.mode == "explicit":
             if self.curvature == "gn":
                 k = F.shape[1]
-                J = np.broadcast_to(np.eye(k, dtype=net.dtype), (n, k, k)).copy()
+                J = np.broadcast_to(np.eye(k, dtype=net.dtype), (X.shape[0], k, k)).copy()
             else:
                 Hs = np.asarray(net.loss_stage.hess_f(lctx), dtype=net.dtype)
         self.last_jacobians, self.last_hessians, self.last_ratios = {}, {}, {}
@@ -161,6 +166,9 @@ class UBP(Optimizer):
             a, c = net.offsets[t]
             delta = self._delta[a:c]
             stage.vjp(ctx, B, grad=delta, need_b_in=False)
+            if comm.size > 1:                        # this layer's gradient, summed over the shards
+                comm.allreduce_sum([delta] + pending, "gradient")
+                pending = []
             bk.scale(-lam, delta)                    # the SGD update: -lambda grad_x f B
             if J is not None:
                 self.last_jacobians[t] = J
@@ -184,6 +192,8 @@ class UBP(Optimizer):
         self.k += 1
         self.metrics["lr"] = lam
         self.metrics["correction_ratio"] = max(self.last_ratios.values(), default=0.0)
+        if comm.size > 1:
+            loss = float(loss_box[0]) / comm.size
         return loss
 
     # -- pieces ---------------------------------------------------------------------------
@@ -237,9 +247,10 @@ class UBP(Optimizer):
 
     def _control(self, t, C, B):
         """rho_t = ||C|| / ||B||; clip C to ||C|| <= clip ||B|| (thesis 5.5)."""
-        bk = self.bk
-        nc = np.sqrt(bk.dot(C.reshape(-1), C.reshape(-1)))
-        nb = np.sqrt(bk.dot(B.reshape(-1), B.reshape(-1)))
+        bk, comm = self.bk, self.net.comm
+        sq = np.array([bk.dot(C.reshape(-1), C.reshape(-1)), bk.dot(B.reshape(-1), B.reshape(-1))])
+        comm.allreduce_sum([sq], "norms")            # Frobenius norms over the global batch
+        nc, nb = np.sqrt(sq)
         rho = nc / nb if nb > 0 else (0.0 if nc == 0 else np.inf)
         self.last_ratios[t] = float(rho)
         if self.clip is not None and rho > self.clip:

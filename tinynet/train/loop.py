@@ -15,6 +15,9 @@ from dataclasses import asdict
 
 import numpy as np
 
+from tinynet.distributed.comm import LOCAL
+from tinynet.distributed.sharding import shard_bounds
+from tinynet.distributed.support import check_distributable
 from tinynet.train.config import CHANGEABLE_ON_RESTART, FIXED_ON_RESUME, TrainConfig, TrainResult
 from tinynet.train.divergence import DivergenceMonitor
 from tinynet.train.environment import describe
@@ -24,10 +27,17 @@ from tinynet.train.rundir import CHECKPOINT, LAST_GOOD, METRICS, RunDir
 from tinynet.train.signals import StopSignals
 
 
-def train(net, optimizer, data, config=None, **overrides):
+def train(net, optimizer, data, config=None, comm=None, **overrides):
     """Train `net` with `optimizer` (built on net) on data["train"], evaluating on
     data.get("test"). `config` is a TrainConfig (fields may also be given as
     keyword arguments). Returns a TrainResult.
+
+    - comm: data-parallel ranks (tinynet.distributed, e.g. get_comm("mpi") under
+      mpirun): every rank runs this call on the same data and seed; each takes
+      its shard of every global minibatch of batch_size rows and the optimizer
+      reduces what it sums over examples, so P ranks make one process's
+      updates. Rank 0 alone writes the run folder and prints; the state it
+      opens (new or resumed) is broadcast to the others.
 
     - data: {"train": (X, Y), "test": (X, Y) or None}, host arrays; Y is X itself
       for an autoencoder, int class ids (n,) for a classifier (adds an error rate).
@@ -51,12 +61,16 @@ def train(net, optimizer, data, config=None, **overrides):
         cfg = TrainConfig(**{**asdict(cfg), **overrides})
     cfg.check()
     _check_data(net, optimizer, data, cfg)
-    session = _Session(net, optimizer, data, cfg)
+    comm = LOCAL if comm is None else comm
+    check_distributable(net, optimizer, comm, cfg.batch_size)
+    session = _Session(net, optimizer, data, cfg, comm)
     guard, optimizer.guard = optimizer.guard, "inputs"   # a non-finite loss stops the run next step
+    net.comm, old_comm = comm, net.comm
     try:
         return session.run()
     finally:
         optimizer.guard = guard
+        net.comm = old_comm
         session.close()
 
 
@@ -89,8 +103,10 @@ class _Session:
     """One call of train(): the trainer state `st` (everything a resume needs
     besides parameters and optimizer), the run folder, the metrics."""
 
-    def __init__(self, net, optimizer, data, cfg):
+    def __init__(self, net, optimizer, data, cfg, comm=LOCAL):
         self.net, self.opt, self.data, self.cfg = net, optimizer, data, cfg
+        self.comm = comm
+        self.shard = shard_bounds(comm.rank, comm.size, cfg.batch_size)   # this rank's rows of a batch
         Xtr, Ytr = data["train"]
         self.autoencode = Ytr is Xtr
         self.n = Xtr.shape[0]
@@ -98,12 +114,12 @@ class _Session:
         self.max_steps = math.inf if cfg.steps is None else int(cfg.steps)
         if cfg.epochs is not None:
             self.max_steps = min(self.max_steps, math.ceil(cfg.epochs * self.steps_per_epoch))
-        self.log = sys.stderr if cfg.progress else None
+        self.log = sys.stderr if cfg.progress and comm.rank == 0 else None
         self.rng = np.random.default_rng(cfg.seed)
         self.st = dict(step=0, pos=0, perm=None, seconds=0.0, batch_loss_sum=0.0, batch_loss_count=0,
                        last_good_step=None)
         self.monitor = DivergenceMonitor(cfg.divergence_factor, cfg.norm_factor, cfg.regress_patience)
-        self.rd = RunDir(cfg.out) if cfg.out else None
+        self.rd = RunDir(cfg.out) if cfg.out and comm.rank == 0 else None      # rank 0 writes
         self.shown = 0                # length of the progress line on screen
         self.session_steps, self.session_seconds = 0, 0.0
         self.session_evals, self.session_eval_seconds = 0, 0.0
@@ -227,6 +243,8 @@ class _Session:
         Returns what shows divergence, or None."""
         net, cfg, st = self.net, self.cfg, self.st
         t0 = time.perf_counter()
+        if self.comm.size > 1:
+            self._check_ranks_agree()
         tr_loss, _ = evaluate(net, *self.train_eval, cfg.eval_chunk, self.autoencode)
         te_loss = te_err = None
         if self.test_eval is not None:
@@ -236,7 +254,7 @@ class _Session:
         st["batch_loss_sum"], st["batch_loss_count"] = 0.0, 0
         row = dict(step=st["step"], epoch=st["step"] / self.steps_per_epoch, seconds=st["seconds"],
                    train_loss=tr_loss, test_loss=te_loss, test_error=te_err, batch_loss=bl,
-                   **_scalar_metrics(self.opt.metrics))
+                   **_scalar_metrics(self.opt.metrics), **self._comm_metrics())
         self.metrics.add(row)
         self.session_evals += 1
         self.session_eval_seconds += time.perf_counter() - t0
@@ -246,12 +264,24 @@ class _Session:
             self._checkpoint(good)
         return seen
 
+    def _comm_metrics(self):
+        """comm_bytes: mean bytes this rank sent per step since the last row;
+        comm_bytes_total: since the start of this call (data-parallel only)."""
+        if self.comm.size == 1:
+            return {}
+        acc = self.comm.account
+        total, steps = sum(acc.total.values()), acc.steps
+        last = getattr(self, "_comm_last", (0, 0))
+        self._comm_last = (total, steps)
+        per = (total - last[0]) / (steps - last[1]) if steps > last[1] else 0.0
+        return dict(comm_bytes=per, comm_bytes_total=float(total))
+
     # -- the loop -------------------------------------------------------------------------------
     def run(self):
         reason = message = seen = None
         in_step = False
         with StopSignals() as stop:       # from the first file on: a stop request waits for a step boundary
-            rows = self._open() if self.rd else []
+            rows = self._open_all()
             if self.rd is None:
                 self.metrics = MetricsWriter(None, [])
             try:
@@ -272,6 +302,61 @@ class _Session:
             return self._finish(reason, message, seen, in_step, stop.name if stop.flag else None)
 
     _in_step = False
+    _over = dict(time=False, wall=False)
+
+    # -- data-parallel ranks (tinynet.distributed) -----------------------------------------------
+    def _open_all(self):
+        """Rank 0 opens the run folder (_open); the state it holds then (new or
+        resumed) goes to every other rank, pickled once. A failure on rank 0 is
+        sent too, so that the others raise instead of waiting."""
+        comm = self.comm
+        if comm.size == 1:
+            return self._open() if self.rd else []
+        state = error = None
+        rows = []
+        if comm.rank == 0:
+            try:
+                rows = self._open() if self.rd else []
+                state = dict(theta=np.array(self.net.get_flat()), opt=self.opt.state_dict(), st=dict(self.st),
+                             rng=self.rng.bit_generator.state, monitor=dict(self.monitor.state),
+                             buffers=self.net.buffers(), has_rows=bool(rows))
+            except Exception as e:                       # noqa: BLE001 - re-raised below
+                error = e
+        state = comm.bcast_object(state if error is None else dict(error=f"{type(error).__name__}: {error}"))
+        if error is not None:
+            raise error
+        if "error" in state:
+            raise RuntimeError(f"rank 0 could not open the run: {state['error']}")
+        if comm.rank != 0:
+            self.net.set_flat(state["theta"])
+            self.opt.load_state_dict(state["opt"])
+            self.st.update(state["st"])
+            self.rng.bit_generator.state = state["rng"]
+            self.monitor.state.update(state["monitor"])
+            self.net.load_buffers(state["buffers"])
+            rows = [None] if state["has_rows"] else []    # only whether rank 0 evaluates at step 0
+        return rows
+
+    def _agree(self, stop):
+        """One decision for all ranks: a signal or a spent budget on any rank stops
+        every rank at the same step (a 24-byte all-reduce per step)."""
+        cfg, st = self.cfg, self.st
+        over_t = cfg.time_budget is not None and st["seconds"] >= cfg.time_budget
+        over_w = cfg.wall_budget is not None and time.perf_counter() - self.started >= cfg.wall_budget
+        f = self.comm.allreduce_max([float(stop.received or 0), float(over_t), float(over_w)], "control")
+        if f[0] and not stop.flag:
+            stop.received = int(f[0])           # another rank's signal
+        self._over = dict(time=bool(f[1]), wall=bool(f[2]))
+
+    def _check_ranks_agree(self):
+        """At each evaluation: every rank holds the same parameters (the reductions
+        give each rank the same numbers; a mismatch would be a bug, not noise)."""
+        theta = np.asarray(self.net.get_flat(), dtype=np.float64)
+        h = float(np.sum(theta * np.cos(np.arange(theta.size))))
+        f = self.comm.allreduce_max([h, -h], "control")
+        if f[0] != -f[1]:
+            raise RuntimeError(f"the ranks' parameters differ at step {self.st['step']} "
+                               f"(checksums {-f[1]!r} .. {f[0]!r}): a reduction is missing")
 
     def _loop(self, stop):
         """Steps until a stop criterion, a signal or divergence. Returns
@@ -280,18 +365,21 @@ class _Session:
         Xtr, Ytr = self.data["train"]
         last_print = time.perf_counter()
         while True:
+            if self.comm.size > 1:
+                self._agree(stop)
             if st["step"] >= self.max_steps:
                 reason = "steps" if cfg.steps is not None and st["step"] >= cfg.steps else "epochs"
                 return reason, f"reached {st['step']} steps ({st['step'] / self.steps_per_epoch:.2f} epochs)", \
                     None, False
-            if cfg.time_budget is not None and st["seconds"] >= cfg.time_budget:
+            if (cfg.time_budget is not None and st["seconds"] >= cfg.time_budget) or self._over["time"]:
                 return "time", f"time budget of {cfg.time_budget:g} s of training spent", None, False
-            if cfg.wall_budget is not None and time.perf_counter() - self.started >= cfg.wall_budget:
+            if (cfg.wall_budget is not None and time.perf_counter() - self.started >= cfg.wall_budget) \
+                    or self._over["wall"]:
                 return "wall", f"wall budget of {cfg.wall_budget:g} s spent", None, False
             if stop.flag:
                 return "interrupted", f"interrupted at step {st['step']}", None, False
             t0 = time.perf_counter()
-            idx = _next_batch(st, self.rng, self.n, cfg.batch_size)
+            idx = _next_batch(st, self.rng, self.n, cfg.batch_size)[self.shard[0]:self.shard[1]]
             Xb = net.as_input(Xtr[idx])
             Yb = Xb if self.autoencode else net.as_target(Ytr[idx])
             self._in_step = True
@@ -307,6 +395,7 @@ class _Session:
             self.session_seconds += dt
             st["step"] += 1
             self.session_steps += 1
+            self.comm.account.end_step()
             seen = self.monitor.on_step(loss)
             if seen is not None:
                 return "diverged", None, seen, False
