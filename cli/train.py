@@ -29,6 +29,8 @@ import numpy as np
 from click.core import ParameterSource
 
 from tinynet.data import DataError, load_dataset
+from tinynet.distributed.comm import RankFailed, get_comm
+from tinynet.distributed.failure import ending_every_rank_on_failure
 from tinynet.models import DATASET, MODEL_OPTIONS, MODELS, build_model, model_options
 from tinynet.optim import OPTIMIZERS, SCHEDULES, build_optimizer
 from tinynet.train import CheckpointError, RunExistsError, RunFileError, RunLockedError, TrainConfig
@@ -80,6 +82,14 @@ RUN_OPTIONS = [
                  help="diverged when the parameter norm exceeds this multiple of its initial value "
                       "(bounded losses: saturated units)"),
     click.option("--quiet", "-q", is_flag=True, help="no progress line"),
+    click.option("--verbose", "-v", is_flag=True,
+                 help="with --distributed mpi: print what each step communicates (bytes by kind, per step "
+                      "and per amortized step)"),
+    # issue 19: data-parallel over MPI
+    click.option("--distributed", type=click.Choice(["none", "mpi"]), default="none", show_default=True,
+                 help="mpi: one rank per process started by `mpirun -n P` (or srun); each rank trains on its "
+                      "1/P of every --batch-size minibatch, gradients and curvature statistics all-reduced "
+                      "(the same updates as one process); rank 0 writes the run folder"),
     click.option("--show-defaults", is_flag=True,
                  help="print the settings the chosen --optimizer would use (defaults and the options "
                       "given) and exit"),
@@ -202,7 +212,8 @@ CONTEXT = {
                          "(Sutskever et al. 2013, table 1): SGD 2.1, HF 1.4, NAG 0.73",
 }
 # settings that are not taken from config.json when resuming
-_NOT_FROM_CONFIG = ("out", "resume", "overwrite", "from_last_good", "quiet", "show_defaults")
+_NOT_FROM_CONFIG = ("out", "resume", "overwrite", "from_last_good", "quiet", "show_defaults", "verbose",
+                    "distributed")
 
 
 def _model_options(model, given):
@@ -287,6 +298,14 @@ def train(ctx, **kw):
             click.echo(line)
         return
 
+    try:
+        comm = get_comm(kw["distributed"])
+    except RuntimeError as e:             # no mpi4py / MPI library
+        raise click.UsageError(str(e))
+    if comm.rank != 0:
+        kw["quiet"] = True                # rank 0 speaks for the run
+    echo = click.echo if comm.rank == 0 else (lambda *a, **k: None)
+
     dataset = DATASET[model]
     given = {k: kw[k] for k in MODEL_OPTION_FLAGS if kw[k] is not None}
     model_opts = _model_options(model, given)          # before reading any data
@@ -335,11 +354,17 @@ def train(ctx, **kw):
         raise click.UsageError(str(e))
     n_train, n_test = data["train"][0].shape[0], data["test"][0].shape[0]
     arch = "".join(f", {k}={v}" for k, v in model_opts.items() if v is not None and v is not False)
-    click.echo(f"{model} ({net.n_params:,} parameters{arch}, {kw['dtype']}, {net.device}) on {dataset}: "
+    if comm.size > 1:
+        echo(f"data-parallel over {comm.size} MPI ranks: {kw['batch_size'] // comm.size} rows of each batch "
+             f"of {kw['batch_size']} per rank", err=True)
+    echo(f"{model} ({net.n_params:,} parameters{arch}, {kw['dtype']}, {net.device}) on {dataset}: "
                f"{n_train:,} train / {n_test:,} test; {opt_name} lr={opt.lr:g}"
                + "".join(f" {k}={v}" for k, v in explicit.items()) + f"; run directory {out}", err=True)
     try:
-        result = run_training(net, opt, data, cfg)
+        with ending_every_rank_on_failure(comm, "tinynet train"):   # one rank's failure ends every rank
+            result = run_training(net, opt, data, cfg, comm=comm)
+    except RankFailed:
+        sys.exit(1)                       # rank 0 could not open the run and says why itself
     except RunExistsError:
         raise click.ClickException(f"run directory {out} already holds a run: pass --resume to continue it "
                                    f"or --overwrite to replace it, or choose another --out")
@@ -348,18 +373,21 @@ def train(ctx, **kw):
     except ValueError as e:
         raise click.ClickException(str(e))
 
+    if kw["verbose"] and comm.size > 1:
+        echo(f"communication, rank 0's payload per step ({comm.account.steps} steps in this call):\n"
+             + comm.account.table(), err=True)
     first = result.history[0]["train_loss"] if result.history else float("nan")
     summary = (f"{result.stop_reason}: step {result.step}, training loss {first:.6g} -> "
                f"{result.train_loss:.6g}" if result.train_loss is not None else f"{result.stop_reason}")
-    click.echo(summary + f"; {result.steps_per_second:.1f} steps/s, {result.seconds:.1f} s of training "
+    echo(summary + f"; {result.steps_per_second:.1f} steps/s, {result.seconds:.1f} s of training "
                f"+ {result.eval_seconds:.1f} s of evaluation")
     if result.stop_reason != "diverged" and not kw["quiet"]:
         if model in CONTEXT:
-            click.echo(f"  for scale: {CONTEXT[model]}", err=True)
-        click.echo(f"  curves and checkpoint in {out}; draw them with: tinynet plot {out}", err=True)
+            echo(f"  for scale: {CONTEXT[model]}", err=True)
+        echo(f"  curves and checkpoint in {out}; draw them with: tinynet plot {out}", err=True)
     if result.stop_reason == "diverged":
         if kw["quiet"]:
-            click.echo(result.message, err=True)
+            echo(result.message, err=True)
         sys.exit(3)
     if result.stop_reason == "interrupted":
         sys.exit(128 + getattr(signal, result.signal or "SIGINT"))

@@ -37,6 +37,10 @@ from tinynet.distributed.account import CommAccount
 BUCKET_BYTES = 16 * 2**20
 
 
+class RankFailed(RuntimeError):
+    """Another rank failed first and reported why (rank 0 opening the run folder)."""
+
+
 class LocalComm:
     """One process: rank 0 of 1, every collective the identity."""
     rank, size = 0, 1

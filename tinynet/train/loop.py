@@ -15,7 +15,8 @@ from dataclasses import asdict
 
 import numpy as np
 
-from tinynet.distributed.comm import LOCAL
+from tinynet.distributed.comm import LOCAL, RankFailed
+from tinynet.distributed.failure import on_every_rank
 from tinynet.distributed.sharding import shard_bounds
 from tinynet.distributed.support import check_distributable
 from tinynet.train.config import CHANGEABLE_ON_RESTART, FIXED_ON_RESUME, TrainConfig, TrainResult
@@ -60,10 +61,13 @@ def train(net, optimizer, data, config=None, comm=None, **overrides):
     if overrides:
         cfg = TrainConfig(**{**asdict(cfg), **overrides})
     cfg.check()
-    _check_data(net, optimizer, data, cfg)
     comm = LOCAL if comm is None else comm
-    check_distributable(net, optimizer, comm, cfg.batch_size)
-    session = _Session(net, optimizer, data, cfg, comm)
+    try:                          # the same checks on the same inputs: every rank raises alike
+        _check_data(net, optimizer, data, cfg)
+        check_distributable(net, optimizer, comm, cfg.batch_size)
+        session = _Session(net, optimizer, data, cfg, comm)
+    except Exception as e:
+        raise on_every_rank(e)
     guard, optimizer.guard = optimizer.guard, "inputs"   # a non-finite loss stops the run next step
     net.comm, old_comm = comm, net.comm
     try:
@@ -160,7 +164,8 @@ class _Session:
                     device=self.net.device, network=repr(self.net), optimizer=type(self.opt).__name__,
                     hyperparameters=self.opt.hyperparameters or {"lr": self.opt.lr},
                     n_train=self.n, n_test=None if test is None else test[0].shape[0],
-                    resumed=resumed, restarts=restarts, environment=describe(), command=cfg.command)
+                    resumed=resumed, restarts=restarts, environment=describe(), command=cfg.command,
+                    distributed=dict(kind=self.comm.kind, ranks=self.comm.size))
         rd.write_config(conf)
         self.metrics = MetricsWriter(rd.file(METRICS), rows)
         if mode == "new":
@@ -324,9 +329,9 @@ class _Session:
                 error = e
         state = comm.bcast_object(state if error is None else dict(error=f"{type(error).__name__}: {error}"))
         if error is not None:
-            raise error
+            raise on_every_rank(error)
         if "error" in state:
-            raise RuntimeError(f"rank 0 could not open the run: {state['error']}")
+            raise on_every_rank(RankFailed(f"rank 0 could not open the run: {state['error']}"))
         if comm.rank != 0:
             self.net.set_flat(state["theta"])
             self.opt.load_state_dict(state["opt"])
