@@ -73,9 +73,7 @@ class Sequential:
         self.theta = self.bk.asarray(host, self.dtype)
         self._bind()
         self._grad = None
-        # the ranks this network trains on (tinynet.distributed): the gradient of
-        # loss_and_gradient is the mean over their shards; LOCAL in one process
-        self.comm = LOCAL
+        self.comm = LOCAL             # one process (the property below)
 
     def _input_shape(self, input_shape):
         if input_shape is not None:
@@ -94,6 +92,20 @@ class Sequential:
         self.loss_stage.bind(self.bk, None)
         for s, (a, b) in zip(self.layers, self.offsets):
             s.bind(self.bk, self.theta[a:b])
+
+    @property
+    def comm(self):
+        """The ranks this network trains on (tinynet.distributed): the gradient of
+        loss_and_gradient is the mean over their shards, and the stages that
+        reduce batch statistics (BatchNorm) see it too. LOCAL in one process."""
+        return self._comm
+
+    @comm.setter
+    def comm(self, comm):
+        self._comm = comm
+        for s in self.layers:
+            if s.reduces_batch:
+                s.comm = comm
 
     def __repr__(self):
         body = ", ".join(repr(s) for s in self.layers)

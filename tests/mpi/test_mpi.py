@@ -26,29 +26,41 @@ CASES = [
     ("kfac", dict(lr=0.1, T=3, stats_every=2, kfac_curvature="gn"), "autoencoder"),
     ("kfac", dict(lr=0.1, T=3, stats_every=2, kfac_curvature="fisher"), "autoencoder"),
     ("kfac", dict(lr=0.1, T=3, stats_every=2, kfac_curvature="fisher", kl_clip="none"), "classifier"),
+    # the batch route: each rank's share of the preconditioned gradient, all-reduced
+    ("kfac", dict(lr=0.1, T=3, stats_every=2, route="batch"), "autoencoder"),
+    ("kfac", dict(lr=0.1, T=3, stats_every=2, route="batch", kfac_curvature="fisher", kl_clip="none"),
+     "classifier"),
     ("acp", dict(lr=0.1, T=3), "autoencoder"),
     ("acp", dict(lr=0.05, T=3, alpha="heuristic"), "classifier"),
+    # synchronized batch norm: batch statistics over every rank's rows
+    ("sgd", dict(lr=0.1), "batchnorm"),
+    ("kfac", dict(lr=0.1, T=3, stats_every=2), "batchnorm"),
+    ("acp", dict(lr=0.1, T=3), "mean-only"),
     ("ubp", dict(lr=0.1), "autoencoder"),
     ("ubp", dict(lr=0.1, ubp_curvature="exact", ubp_clip=0.05), "autoencoder"),
     ("ubp", dict(lr=0.1, ubp_mode="explicit"), "classifier"),
 ]
 
 
-def one_process(spec):
+def one_process(spec, buffers=False):
     net, res = worker.run(spec, LOCAL)
-    return np.array(net.get_flat()), res
+    return (np.array(net.get_flat()), res) + ((net.buffers(),) if buffers else ())
 
 
 @pytest.mark.parametrize("name,options,problem", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_two_ranks_equal_one_process(tmp_path, name, options, problem):
     spec = dict(optimizer=name, options=options, problem=problem, steps=8, batch_size=24)
-    theta1, res1 = one_process(spec)
+    theta1, res1, buffers1 = one_process(spec, buffers=True)
     _, info, result = run_worker(tmp_path, spec)
     theta2 = np.load(result + ".npy")
     assert info["ranks"] == 2 and info["step"] == 8 == res1.step
     start, _ = worker.problem(problem)
     assert np.abs(theta1 - np.array(start.get_flat())).max() > 1e-3       # the runs did move
     np.testing.assert_allclose(theta2, theta1, rtol=0, atol=1e-10)
+    assert info["train_loss"] == pytest.approx(res1.train_loss, rel=1e-10)   # evaluation: running statistics
+    assert set(info["buffers"]) == set(buffers1)
+    for k, v in buffers1.items():                                          # BatchNorm's running statistics
+        np.testing.assert_allclose(info["buffers"][k], v, rtol=0, atol=1e-10)
 
 
 def _kron_layers(net):

@@ -14,7 +14,7 @@ import numpy as np
 
 from tinynet.distributed import get_comm
 from tinynet.distributed.failure import ending_every_rank_on_failure
-from tinynet.layers import Linear, Sigmoid, Tanh
+from tinynet.layers import BatchNorm, Linear, MeanOnlyBatchNorm, Sigmoid, Tanh
 from tinynet.losses import MSELoss, SoftmaxCrossEntropyLoss
 from tinynet.network import Sequential
 from tinynet.optim import build_optimizer
@@ -22,8 +22,9 @@ from tinynet.train import TrainConfig, train
 
 
 def problem(kind="autoencoder"):
-    """A small float64 net and data: a 12-6-3-6-12 autoencoder on uniform data,
-    or a 12-8-4 classifier (softmax cross-entropy) on random labels."""
+    """A small float64 net and data: a 12-6-3-6-12 autoencoder on uniform data
+    (kind "batchnorm" / "mean-only": with that batch norm after the first
+    layer), or a 12-8-4 classifier (softmax cross-entropy) on random labels."""
     rng = np.random.default_rng(0)
     X = rng.random((96, 12))
     if kind == "classifier":
@@ -31,7 +32,8 @@ def problem(kind="autoencoder"):
         net = Sequential([Linear(12, 8), Tanh(), Linear(8, 4)], SoftmaxCrossEntropyLoss(),
                          dtype=np.float64, seed=1)
         return net, {"train": (X, y), "test": None}
-    net = Sequential([Linear(12, 6), Tanh(), Linear(6, 3), Sigmoid(), Linear(3, 6), Tanh(), Linear(6, 12)],
+    bn = {"batchnorm": [BatchNorm(6)], "mean-only": [MeanOnlyBatchNorm(6)]}.get(kind, [])
+    net = Sequential([Linear(12, 6), *bn, Tanh(), Linear(6, 3), Sigmoid(), Linear(3, 6), Tanh(), Linear(6, 12)],
                      MSELoss(), dtype=np.float64, seed=1)
     return net, {"train": (X, X), "test": None}
 
@@ -76,7 +78,8 @@ def main(path):
         with open(spec["result"] + ".json", "w") as f:
             json.dump(dict(ranks=comm.size, steps=comm.account.steps, total=comm.account.total,
                            calls=comm.account.calls, steps_with=comm.account.steps_with,
-                           stop_reason=res.stop_reason, step=res.step), f)
+                           stop_reason=res.stop_reason, step=res.step, train_loss=res.train_loss,
+                           buffers={k: np.asarray(v).tolist() for k, v in net.buffers().items()}), f)
 
 
 if __name__ == "__main__":

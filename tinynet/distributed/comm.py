@@ -202,17 +202,21 @@ class MPIComm:
             pos += h.size
 
 
-def pack_upper(M):
-    """The upper triangle of a square matrix, row by row: d(d+1)/2 numbers."""
-    return np.ascontiguousarray(M[np.triu_indices(M.shape[0])])
+def pack_upper(M, dtype=None):
+    """The upper triangle of a square host matrix, row by row: d(d+1)/2 numbers
+    (in `dtype`, default M's)."""
+    from tinynet.kernels.stats import pack_upper as kernel
+    d = M.shape[0]
+    out = np.empty(d * (d + 1) // 2, dtype=M.dtype if dtype is None else dtype)
+    kernel(np.ascontiguousarray(M), out)
+    return out
 
 
 def unpack_upper(v, d, out=None):
     """The symmetric d x d matrix whose upper triangle is v (pack_upper's order)."""
+    from tinynet.kernels.stats import unpack_upper as kernel
     out = np.empty((d, d), dtype=v.dtype) if out is None else out
-    iu = np.triu_indices(d)
-    out[iu] = v
-    out.T[iu] = v
+    kernel(v, out)
     return out
 
 

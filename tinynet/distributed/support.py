@@ -3,10 +3,11 @@
 An optimizer class declares `distributable = True` when every batch statistic
 it uses is reduced across `net.comm` (tinynet.optim: SGD and its variants,
 RMSProp, Adam through the network's gradient; KFAC, ACP and UBP through their
-own reductions). Stages whose output mixes the rows of a batch (BatchNorm in
-training, the eigendecomposition layers) would need their batch statistics
-reduced inside the forward pass; they are refused here rather than trained
-on per-rank statistics that one process would never compute.
+own reductions). Stages whose output mixes the rows of a batch must reduce their
+batch statistics inside the forward pass (`reduces_batch`: BatchNorm and
+MeanOnlyBatchNorm do); the others (BatchNorm2d, the eigendecomposition
+layers) are refused here rather than trained on per-rank statistics that one
+process would never compute.
 """
 
 
@@ -23,7 +24,8 @@ def check_distributable(net, optimizer, comm, batch_size):
     if not getattr(type(optimizer), "distributable", False):
         raise ValueError(f"--distributed mpi: optimizer {optimizer.name!r} does not reduce its curvature "
                          f"statistics across ranks yet; supported: {', '.join(supported())}")
-    mixing = [f"stage {i} ({s!r})" for i, s in enumerate(net.layers) if getattr(s, "mixes_batch", False)]
+    mixing = [f"stage {i} ({s!r})" for i, s in enumerate(net.layers)
+              if getattr(s, "mixes_batch", False) and not getattr(s, "reduces_batch", False)]
     if mixing:
         raise ValueError(f"--distributed mpi: {', '.join(mixing)} mixes the rows of a batch; its batch "
                          f"statistics are not reduced across ranks yet: train this model in one process")

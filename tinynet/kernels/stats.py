@@ -90,6 +90,43 @@ def running_update_upper(R, S, rho, c):
 
 
 @njit(cache=True)
+def pack_upper(S, out):
+    """out (d(d+1)/2,) <- the upper triangle of S, row by row, converted to
+    out's dtype (what data-parallel ranks send of a symmetric matrix). Host only."""
+    d = S.shape[0]
+    k = 0
+    for r in range(d):
+        for c in range(r, d):
+            out[k] = S[r, c]
+            k += 1
+
+
+@njit(cache=True)
+def unpack_upper(v, out):
+    """out (d, d) <- the symmetric matrix whose upper triangle is v (pack_upper's order)."""
+    d = out.shape[0]
+    k = 0
+    for r in range(d):
+        for c in range(r, d):
+            out[r, c] = v[k]
+            out[c, r] = v[k]
+            k += 1
+
+
+@njit(cache=True)
+def running_update_packed(R, v, rho, c):
+    """running_update_upper with S given as its packed upper triangle v: R's upper
+    triangle <- rho R + (1 - rho) c S (the data-parallel factor update, one pass)."""
+    d = R.shape[0]
+    w = (1.0 - rho) * c
+    k = 0
+    for r in range(d):
+        for s in range(r, d):
+            R[r, s] = rho * R[r, s] + w * v[k]
+            k += 1
+
+
+@njit(cache=True)
 def kfac_A_running(R, H, rho, scale=1.0):
     """R <- rho R + (1 - rho) scale A, A = kfac_A(H) (bias last), on R's upper
     triangle, without forming A: the GEMM H^T H, then one pass over R. scale:

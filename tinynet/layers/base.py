@@ -27,6 +27,8 @@ views of its slice, so an update of the flat vector is an update of the stage.
 """
 import numpy as np
 
+from tinynet.distributed.comm import LOCAL
+
 
 class Stage:
     """Base class: a parameter-free stage. Subclasses override what they need."""
@@ -63,6 +65,8 @@ class Stage:
 
     in_shape = out_shape = None
     mixes_batch = False     # True where an output row depends on other rows (BatchNorm in training)
+    reduces_batch = False   # True where such a stage reduces its batch statistics over self.comm
+    comm = LOCAL            # the data-parallel ranks (tinynet.distributed), set by Sequential.comm
 
     def set_input_shape(self, in_shape):
         """Record the input example shape; return the output example shape

@@ -21,6 +21,13 @@ does not exist: `jac_z` raises NotImplementedError there and `jac_z_batch`
 returns the full coupled (n, d, n, d) Jacobian d out_m / d z_n instead. `jac_x`
 (w.r.t. the parameters) is per-example in both modes: [diag(xhat_n), I].
 vjp / jvp are exact in both modes (the coupling included).
+
+Data-parallel (tinynet.distributed; `self.comm`, set by Sequential from its
+own): the batch is every rank's rows, so mu, var and the two means of the
+coupling term are means over the global batch of N = P n rows, each one
+all-reduce of per-rank column sums ("batchnorm": 2d numbers per forward, 2d
+per vjp / jvp): the synchronized batch norm that makes P ranks compute what
+one process computes on the whole batch.
 """
 import numpy as np
 
@@ -46,6 +53,7 @@ class _BatchNormBase(Stage):
         return f"{type(self).__name__}({self.d})"
 
     mixes_batch = True
+    reduces_batch = True    # its batch statistics are reduced over self.comm (_batch_means)
 
     def set_input_shape(self, in_shape):
         in_shape = tuple(int(d) for d in in_shape)
@@ -76,12 +84,13 @@ class _BatchNormBase(Stage):
         if self.training:
             if n < 2:
                 raise ValueError(f"{self!r}: batch statistics need at least 2 examples in training mode")
-            mu = zh.mean(axis=0)
-            var = ((zh - mu) ** 2).mean(axis=0) if self.has_scale else np.zeros(self.d)
+            N = n * self.comm.size              # the global batch
+            mu, = self._batch_means(zh)
+            var = self._batch_means((zh - mu) ** 2)[0] if self.has_scale else np.zeros(self.d)
             m = self.momentum
             self.running_mean = (1 - m) * self.running_mean + m * mu
             if self.has_scale:
-                self.running_var = (1 - m) * self.running_var + m * var * n / (n - 1)
+                self.running_var = (1 - m) * self.running_var + m * var * N / (N - 1)
         else:
             mu, var = self.running_mean.astype(zh.dtype), self.running_var.astype(zh.dtype)
         s = np.sqrt(var + self.eps) if self.has_scale else np.ones(self.d, dtype=zh.dtype)
@@ -95,10 +104,23 @@ class _BatchNormBase(Stage):
         v - mean(v) - xhat mean(v xhat) (full), v - mean(v) (mean-only)."""
         if not coupled:
             return v
+        if self.comm.size > 1:               # both means in one all-reduce (mean(xhat) = 0)
+            m1, m2 = self._batch_means(v, v * xhat)
+            return v - m1 - xhat * m2 if self.has_scale else v - m1
         v = v - v.mean(axis=0)
         if self.has_scale:
             v = v - xhat * (v * xhat).mean(axis=0)
         return v
+
+    def _batch_means(self, *arrays):
+        """Column means over the batch: this process's rows, or all ranks' rows."""
+        comm = self.comm
+        if comm.size == 1:
+            return [a.mean(axis=0) for a in arrays]
+        sums = [np.ascontiguousarray(a.sum(axis=0)) for a in arrays]
+        comm.allreduce_sum(sums, "batchnorm")
+        N = arrays[0].shape[0] * comm.size
+        return [(t / N).astype(a.dtype) for t, a in zip(sums, arrays)]
 
     def vjp(self, ctx, b_out, grad=None, need_b_in=True):
         xhat, s, coupled = ctx

@@ -69,7 +69,7 @@ def factored_damping(A, G, eps):
 
 class KFAC(Optimizer):
     name = "kfac"
-    distributable = True     # gradient, factor sums and inversions reduced over net.comm (step)
+    distributable = True     # factor sums, inversions and the update reduced over net.comm (_update_reduced)
 
     def __init__(self, net, lr=1.0, curvature="gn", eps=1e-3, T=100, stats_every=10, rho=0.95,
                  seed=0, exact=False, kfac_curvature=None, kl_clip=1e-2, route="auto"):
@@ -150,6 +150,56 @@ class KFAC(Optimizer):
         if "rng" in state:
             self.rng.bit_generator.state = state["rng"]
 
+    def _update_reduced(self, loss, routes, ctxs, Bs):
+        """The update from P ranks' shards (routes chosen for this rank's rows, so
+        the batch route's cost falls with P). A batch-route layer's
+        preconditioned gradient D = (1/P) ([H 1] A_d^{-1})^T (B G_d^{-1}) is
+        linear in the rows: each rank forms its shard's part and one all-reduce
+        ("gradient") sums them, together with the plain gradient slices of the
+        other layers and stages and the loss: |theta| + 1 numbers, as for SGD.
+        The trust region's q = sum_layers <Gamma, D> then needs, for a batch-route
+        layer, <Gamma_r, D> = <B_r / P, [H_r 1] D> from each rank, one more
+        all-reduce of one number ("trust-region")."""
+        net, bk, comm = self.net, self.bk, self.net.comm
+        P = comm.size
+        D, rows = {}, {}
+        for i, route in routes.items():
+            if route == "batch":                     # D written where the layer's gradient would be
+                Ainv, Ginv = self.inverses[i]
+                a, c = net.offsets[i]
+                H1 = bk.append_ones(net.layers[i].kron_rows(ctxs[i]))          # [H 1] (n, i+1)
+                HA = bk.matmul(H1, Ainv, tb=True)
+                BG = bk.matmul(Bs[i], Ginv, tb=True)
+                D[i] = self._grad[a:c].reshape(HA.shape[1], BG.shape[1])    # (i+1, o) = [dW^T; db^T] layout
+                bk.matmul(HA, BG, out=D[i], ta=True)
+                rows[i] = H1
+        # one contiguous vector: D of the batch-route layers, the plain gradient elsewhere
+        loss = comm.mean_gradient(bk, self._grad, loss)
+        q_all, q_mine = 0.0, 0.0
+        for i, route in routes.items():
+            a, c = net.offsets[i]
+            s = net.layers[i]
+            if route == "gradient":
+                Ainv, Ginv = self.inverses[i]
+                GammaT = self._grad[a:c].reshape(s.fan_in + 1, s.fan_out)
+                D[i] = bk.matmul(bk.matmul(Ainv, GammaT), Ginv)
+                if self.kl_clip is not None:
+                    q_all += bk.dot(GammaT.reshape(-1), D[i].reshape(-1))
+            elif self.kl_clip is not None:          # <Gamma_r, D> = <B_r / P, [H_r 1] D>
+                q_mine += bk.dot(Bs[i].reshape(-1), bk.matmul(rows[i], D[i]).reshape(-1)) / P
+        if self.kl_clip is not None:
+            box_q = np.array([q_mine])
+            comm.allreduce_sum([box_q], "trust-region")
+            q_all += float(box_q[0])
+        nu = clip_factor(q_all, self.lr, self.kl_clip)
+        for i in routes:
+            a, c = net.offsets[i]
+            bk.axpy(-self.lr * nu, D[i].reshape(-1), net.theta[a:c])
+        self.metrics.update(kl_nu=nu, kl_q=q_all)
+        other_stages_sgd(net, self._grad, self.lr)
+        self.k += 1
+        return loss
+
     def _invert(self, comm):
         """The damped inverses of every layer's factors. Over P ranks, layer j's
         pair is inverted by rank j mod P (round-robin) and broadcast from it as
@@ -185,23 +235,18 @@ class KFAC(Optimizer):
         n = X.shape[0]
         routes = {i: self._route(n * sh, net.layers[i].fan_in, net.layers[i].fan_out)
                   for i, sh in self._shares.items()}
-        if comm.size > 1:
-            # data-parallel: the global gradient is the all-reduced mean of the
-            # shards' gradients, so every layer takes the gradient route (the batch
-            # route's result is the same product, formed from one shard's rows)
-            routes = dict.fromkeys(routes, "gradient")
         # gradient-route layers take Gamma^T from the flat gradient their own vjp
         # writes (no rows formed); batch-route layers get their signal rows B
         by_grad = {i for i, r in routes.items() if r == "gradient"}
         loss, ctxs, lctx, Bs = forward_backward_bk(net, X, Y, self._grad, by_grad)
-        if comm.size > 1:
-            loss = comm.mean_gradient(bk, self._grad, loss)
         if self.k % self.stats_every == 0:
             # sampled rows: each rank draws its shard's rows of one process's draw
             sums = kfac_sums(net, ctxs, lctx, self.curvature, sharded(self.rng, comm), self.exact)
             self.running.update(sums, self._shares, comm)
         if self.k % self.T == 0 or not self.inverses:
             self._invert(comm)
+        if comm.size > 1:
+            return self._update_reduced(loss, routes, ctxs, Bs)
         # every layer's preconditioned factors first: nu needs q of all layers
         # before any update is applied
         pending, q = [], 0.0

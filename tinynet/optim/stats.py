@@ -201,34 +201,34 @@ class RunningFactors:
 
     def update_reduced(self, sums, shares, comm):
         """update() from P ranks' shards: each rank's raw sums S_A = [H 1]^T [H 1]
-        and S_B, upper triangles only, summed by one bucketed all-reduce ("factors":
-        sum over layers ((i+1)(i+2) + o(o+1)) / 2 numbers), then scaled by the
-        global row count m = P x the local one (equal shards)."""
-        from tinynet.distributed.comm import pack_upper, unpack_upper
+        (in H's dtype, as kfac_A_running forms H^T H) and S_B, as float64 upper
+        triangles, summed by one bucketed all-reduce ("factors": sum over layers
+        ((i+1)(i+2) + o(o+1)) / 2 numbers), then averaged into the upper
+        triangles with the global row count m = P x the local one (equal shards)."""
+        from tinynet.distributed.comm import pack_upper
         order = sorted(sums)
         packed = []
         for i in order:
             H, SB = sums[i]
-            H1 = np.hstack([np.asarray(H, dtype=np.float64), np.ones((H.shape[0], 1))])
-            packed += [pack_upper(host_call("host.gemm", np.matmul, H1.T, H1,
-                                            flops=2.0 * H1.shape[0] * H1.shape[1] ** 2)),
-                       pack_upper(np.asarray(SB, dtype=np.float64))]
+            H1 = np.empty((H.shape[0], H.shape[1] + 1), dtype=H.dtype)
+            H1[:, :-1], H1[:, -1] = H, 1.0
+            SA = host_call("host.gemm", np.matmul, H1.T, H1, flops=2.0 * H1.shape[0] * H1.shape[1] ** 2)
+            packed += [pack_upper(SA, np.float64), pack_upper(np.asarray(SB), np.float64)]
         comm.allreduce_sum(packed, "factors")
         for j, i in enumerate(order):
             H, SB = sums[i]
             m = H.shape[0] * comm.size
             share = float(1 if shares is None else shares[i])
-            A_new = unpack_upper(packed[2 * j], H.shape[1] + 1) * (share / m)
-            G_new = unpack_upper(packed[2 * j + 1], SB.shape[0]) / m
+            rho = self.rho
             if i not in self._R:
-                self._R[i] = (A_new, G_new)
-            else:
-                RA, RG = self._R[i]
-                RA *= self.rho
-                RA += (1.0 - self.rho) * A_new
-                RG *= self.rho
-                RG += (1.0 - self.rho) * G_new
-        self._mirrored = True            # full symmetric matrices, not only upper triangles
+                self._R[i] = (np.zeros((H.shape[1] + 1,) * 2), np.zeros(SB.shape))
+                rho = 0.0
+            RA, RG = self._R[i]
+            host_call("host.running_update_packed", K.running_update_packed, RA, packed[2 * j], rho, share / m,
+                      nbytes=RA.nbytes)
+            host_call("host.running_update_packed", K.running_update_packed, RG, packed[2 * j + 1], rho, 1.0 / m,
+                      nbytes=RG.nbytes)
+        self._mirrored = False
 
     @property
     def upper(self):
