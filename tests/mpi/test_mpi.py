@@ -32,6 +32,7 @@ CASES = [
      "classifier"),
     ("acp", dict(lr=0.1, T=3), "autoencoder"),
     ("acp", dict(lr=0.05, T=3, alpha="heuristic"), "classifier"),
+    ("acp", dict(lr=0.1, T=3, route="batch"), "autoencoder"),
     # synchronized batch norm: batch statistics over every rank's rows
     ("sgd", dict(lr=0.1), "batchnorm"),
     ("kfac", dict(lr=0.1, T=3, stats_every=2), "batchnorm"),

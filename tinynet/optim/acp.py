@@ -41,7 +41,7 @@ import numpy as np
 
 from tinynet.optim.base import Optimizer, check_range
 from tinynet.distributed.comm import pack_upper, unpack_upper
-from tinynet.optim.stats import (backward_rows_bk, centered_input, damped_inverse, forward_backward_bk,
+from tinynet.optim.stats import (centered_input, damped_inverse, forward_backward_bk,
                                  input_moments, layer_axpy, other_stages_sgd, shares)
 
 
@@ -136,51 +136,62 @@ class ACP(Optimizer):
         return loss
 
     def _step_reduced(self, X, Y):
-        """The same update from P ranks' shards (tinynet.distributed). What is
-        summed over examples is all-reduced: each step the gradient
-        Gamma = [grad W^T; grad b^T] = [H 1]^T B and the input sums 1^T H
-        ("gradient", "moments": |theta| + sum_l i_l numbers); at amortization the
-        centered second moments (H - 1 mu^T)^T (H - 1 mu^T) ("covariance",
-        sum_l i_l (i_l + 1) / 2) and, for the heuristic alpha, the maximum of
-        (grad_a l)^2. With the global mu the update is, from (6.2.4)-(6.2.5),
-          dW^T = -lr inv_C (grad W^T - mu grad b^T),  db = -lr (grad b - dW mu)."""
+        """The same update from P ranks' shards (tinynet.distributed). First the
+        minibatch mean mu of every layer's input rows, from all-reduced column
+        sums ("moments": sum_l i_l numbers, with the loss); at amortization the
+        centered second moments (H - 1 mu^T)^T (H - 1 mu^T) ("covariance", sum_l
+        i_l (i_l + 1) / 2) and, for the heuristic alpha, the maximum of
+        (grad_a l)^2. With that mu, (6.2.4)-(6.2.5) are linear in the rows: each
+        rank forms its shard's dW^T and db by the route that is cheaper for its
+        rows, writes them where the layer's gradient would be, and one
+        all-reduce ("gradient": |theta| numbers) sums them with the plain
+        gradient of the other stages."""
         net, bk, comm = self.net, self.bk, self.net.comm
         kron = sorted(shares(net))
-        loss, ctxs, lctx, _ = forward_backward_bk(net, X, Y, self._grad, set(kron))
+        loss, ctxs, lctx, Bs = forward_backward_bk(net, X, Y, self._grad)
         rows = {i: net.layers[i].kron_rows(ctxs[i]) for i in kron}
         m = {i: rows[i].shape[0] * comm.size for i in kron}                # global rows per layer
         sums = [np.array(bk.to_host(bk.col_sum(rows[i])), dtype=np.float64) for i in kron]
         box = np.array([loss], dtype=np.float64)
         comm.allreduce_sum(sums + [box], "moments")
-        comm.allreduce_sum([self._grad], "gradient")
-        bk.scale(1.0 / comm.size, self._grad)
-        loss = float(box[0]) / comm.size
         mus = {i: sums[j] / m[i] for j, i in enumerate(kron)}
         if self.k % self.T == 0:                                          # amortization
-            self._amortize_reduced(kron, ctxs, lctx, rows, mus, m)
+            self._amortize_reduced(kron, ctxs, lctx, rows, mus, m, Bs)
+        for i in kron:
+            s, B = net.layers[i], Bs[i]
+            a, c = net.offsets[i]
+            out = self._grad[a:c].reshape(s.fan_in + 1, s.fan_out)          # [dW^T; db^T] of this shard
+            mu = bk.asarray(mus[i].astype(net.dtype))
+            neg = bk.copy(mu)
+            bk.scale(-1.0, neg)
+            Hc = bk.add_bias(bk.copy(rows[i]), neg)                        # H - 1 mu^T, the global mu
+            n, o = B.shape
+            if self.route == "batch" or (self.route == "auto" and n < o):
+                bk.matmul(bk.matmul(Hc, self.inv_C[i], tb=True), B, out=out[:-1], ta=True)   # (eq. 6.2.4)
+            else:
+                bk.matmul(self.inv_C[i], bk.matmul(Hc, B, ta=True), out=out[:-1])
+            db = bk.col_sum(B)
+            bk.axpy(-1.0, bk.matmul(mu.reshape(1, -1), out[:-1]).reshape(-1), db)       # (eq. 6.2.5)
+            bk.copy_into(out[-1], db)
+        comm.allreduce_sum([self._grad], "gradient")
+        bk.scale(1.0 / comm.size, self._grad)                             # B's rows carry 1/(n/P)
+        loss = float(box[0]) / comm.size                                   # the loss came with the moments
         for i in kron:
             s = net.layers[i]
             a, c = net.offsets[i]
-            GammaT = self._grad[a:c].reshape(s.fan_in + 1, s.fan_out)      # [grad W^T; grad b^T]
-            mu = bk.asarray(mus[i].astype(net.dtype))
-            centered = bk.copy(GammaT[:-1])                                # grad W^T - mu grad b^T
-            bk.matmul_acc(mu.reshape(1, -1), GammaT[-1:], centered, -1.0, ta=True)
-            G = bk.matmul(self.inv_C[i], centered)                         # (eq. 6.2.4): dW^T = -lr G
-            db = bk.copy(GammaT[-1])
-            bk.axpy(-1.0, bk.matmul(mu.reshape(1, -1), G).reshape(-1), db)  # (eq. 6.2.5)
-            layer_axpy(net, i, -self.lr, G, db)
+            upd = self._grad[a:c].reshape(s.fan_in + 1, s.fan_out)
+            layer_axpy(net, i, -self.lr, upd[:-1], upd[-1])
         other_stages_sgd(net, self._grad, self.lr)
         self.k += 1
         return loss
 
-    def _amortize_reduced(self, kron, ctxs, lctx, rows, mus, m):
+    def _amortize_reduced(self, kron, ctxs, lctx, rows, mus, m, Bs):
         net, bk, comm = self.net, self.bk, self.net.comm
         sh = shares(net)
         Hc = [np.asarray(bk.to_host(rows[i]), dtype=np.float64) - mus[i] for i in kron]
         covs = [pack_upper(H.T @ H) for H in Hc]
         comm.allreduce_sum(covs, "covariance")
         if self.alpha == "heuristic":
-            Bs = backward_rows_bk(net, ctxs, net.loss_stage.vjp(lctx))       # the rows, for max (grad_a l)^2
             alphas = comm.allreduce_max([self._layer_alpha(np.asarray(bk.to_host(Bs[i])), sh[i])
                                          for i in kron], "alpha")
         else:

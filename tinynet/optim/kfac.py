@@ -47,6 +47,13 @@ eps = 0.1 diverged within the first updates, and eps = 1 (stable) damps the
 curvature away, so that KFAC trails SGD (46.7). With the clip active (nu
 stays between 1e-4 and 2e-2 on that run) the step is normalized,
 -sqrt(kl_clip / q) (A_d ⊗ G_d)^{-1} g, and lr no longer matters.
+
+Data-parallel over P ranks (net.comm, tinynet.distributed): the sampled rows
+are each rank's shard of one process's draw; the statistics are the ranks'
+raw sums S_A, S_B, all-reduced as upper triangles (RunningFactors.update_reduced);
+the inverses are computed round-robin and broadcast (_invert); the update is
+the all-reduced sum of each rank's share of the preconditioned gradient, with
+q from one more scalar (_update_reduced). Routes are chosen for a rank's rows.
 """
 import copy
 

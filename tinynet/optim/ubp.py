@@ -72,6 +72,12 @@ On the MNIST autoencoder the top layer's rho grows during training (0.2 ->
 0.9 at lr 0.03) and the loss climbs back from the ~53 plateau; clipping the
 correction delays but does not stop it (the (W + dW)^T term goes wrong too):
 UBP is usable there up to lr ~0.02 (default 0.01), where SGD takes 0.3.
+
+Data-parallel over P ranks (net.comm, tinynet.distributed): the rows carry
+1/n of the global batch; each layer's update is all-reduced before the
+signal below it is corrected (one collective per layer: the sweep is
+sequential), and the norms of the explosion control are those of the global
+batch (two numbers per layer).
 """
 import numpy as np
 
