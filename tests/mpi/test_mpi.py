@@ -159,3 +159,25 @@ def test_cli_two_ranks_verbose_and_resume(tmp_path):
     assert res["step"] == 6
     header = open(os.path.join(out, "metrics.csv")).readline()
     assert "comm_bytes" in header
+
+
+def test_sigterm_to_mpirun_stops_every_rank_at_one_step(tmp_path):
+    """SLURM's stop: mpirun forwards SIGTERM, the ranks agree on the step, rank 0
+    writes the final checkpoint and result.json."""
+    out = tmp_path / "run"
+    spec = dict(optimizer="sgd", steps=100_000, sleep=0.01, out=str(out), eval_every=50,
+                result=str(tmp_path / "res"))
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    p = subprocess.Popen(mpirun_cmd(2, sys.executable, os.path.join(HERE, "worker.py"), str(path)),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=mpi_env())
+    deadline = time.time() + 120
+    while not (out / "metrics.csv").exists() or len((out / "metrics.csv").read_text().splitlines()) < 3:
+        assert p.poll() is None and time.time() < deadline, p.communicate()[1][-2000:]
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    p.communicate(timeout=60)
+    res = json.loads((out / "result.json").read_text())
+    assert res["stop_reason"] == "interrupted" and res["signal"] == "SIGTERM"
+    info = json.loads((tmp_path / "res.json").read_text())
+    assert info["step"] == res["step"] > 0
