@@ -40,9 +40,9 @@ move; no setting of eps tried there left the plateau without diverging.
 import numpy as np
 
 from tinynet.optim.base import Optimizer, check_range
-from tinynet.distributed.comm import pack_upper, unpack_upper
 from tinynet.optim.stats import (centered_input, damped_inverse, forward_backward_bk,
-                                 input_moments, layer_axpy, other_stages_sgd, shares)
+                                 input_moments, layer_axpy, other_stages_sgd, reduced_covariances,
+                                 reduced_means, shares)
 
 
 class ACP(Optimizer):
@@ -150,13 +150,9 @@ class ACP(Optimizer):
         kron = sorted(shares(net))
         loss, ctxs, lctx, Bs = forward_backward_bk(net, X, Y, self._grad)
         rows = {i: net.layers[i].kron_rows(ctxs[i]) for i in kron}
-        m = {i: rows[i].shape[0] * comm.size for i in kron}                # global rows per layer
-        sums = [np.array(bk.to_host(bk.col_sum(rows[i])), dtype=np.float64) for i in kron]
-        box = np.array([loss], dtype=np.float64)
-        comm.allreduce_sum(sums + [box], "moments")
-        mus = {i: sums[j] / m[i] for j, i in enumerate(kron)}
+        mus, loss = reduced_means(net, ctxs, comm, loss)
         if self.k % self.T == 0:                                          # amortization
-            self._amortize_reduced(kron, ctxs, lctx, rows, mus, m, Bs)
+            self._amortize_reduced(kron, ctxs, mus, Bs)
         for i in kron:
             s, B = net.layers[i], Bs[i]
             a, c = net.offsets[i]
@@ -175,7 +171,6 @@ class ACP(Optimizer):
             bk.copy_into(out[-1], db)
         comm.allreduce_sum([self._grad], "gradient")
         bk.scale(1.0 / comm.size, self._grad)                             # B's rows carry 1/(n/P)
-        loss = float(box[0]) / comm.size                                   # the loss came with the moments
         for i in kron:
             s = net.layers[i]
             a, c = net.offsets[i]
@@ -185,12 +180,10 @@ class ACP(Optimizer):
         self.k += 1
         return loss
 
-    def _amortize_reduced(self, kron, ctxs, lctx, rows, mus, m, Bs):
+    def _amortize_reduced(self, kron, ctxs, mus, Bs):
         net, bk, comm = self.net, self.bk, self.net.comm
         sh = shares(net)
-        Hc = [np.asarray(bk.to_host(rows[i]), dtype=np.float64) - mus[i] for i in kron]
-        covs = [pack_upper(H.T @ H) for H in Hc]
-        comm.allreduce_sum(covs, "covariance")
+        C = reduced_covariances(net, ctxs, mus, comm)
         if self.alpha == "heuristic":
             alphas = comm.allreduce_max([self._layer_alpha(np.asarray(bk.to_host(Bs[i])), sh[i])
                                          for i in kron], "alpha")
@@ -198,5 +191,5 @@ class ACP(Optimizer):
             alphas = [float(self.alpha)] * len(kron)
         for j, i in enumerate(kron):
             self.alphas[i] = float(alphas[j])
-            self.C[i] = sh[i] * unpack_upper(covs[j], Hc[j].shape[1]) / m[i]
+            self.C[i] = sh[i] * C[i]
             self.inv_C[i] = bk.asarray(damped_inverse(self.C[i], self.eps / self.alphas[i], net.dtype))

@@ -9,24 +9,56 @@ over examples and positions) (algorithm 3, lines 5-6, the centered part of eq. 6
   b <- b - lr 1/n sum_i grad_a l_i             (= - lr sum_rows B; bias as the thesis writes it)
   W <- W - lr 1/n sum_i grad_a l_i (h_i - mu)^T (= - lr B^T (H - 1 mu^T))
 Other stages with parameters get plain SGD.
+
+Data-parallel (net.comm over P ranks): mu is the mean over every rank's rows
+(tinynet.optim.stats.reduced_means); with it the update is linear in the rows,
+so each rank writes its shard's share where the gradient would be and one
+all-reduce sums them ("gradient", |theta| numbers).
 """
 from tinynet.optim.base import Optimizer
-from tinynet.optim.stats import centered_input, forward_backward_bk, layer_axpy, other_stages_sgd
+from tinynet.optim.stats import (centered_input, forward_backward_bk, layer_axpy, other_stages_sgd,
+                                 reduced_means)
 
 
 class Centered(Optimizer):
     name = "centered"
+    distributable = True     # _step_reduced
 
     def __init__(self, net, lr=0.01):
         super().__init__(net, lr)
         self._grad = self.bk.zeros(net.n_params, net.dtype)
 
     def step(self, X, Y):
+        if self.net.comm.size > 1:
+            return self._step_reduced(X, Y)
         bk = self.bk
         loss, ctxs, _, Bs = forward_backward_bk(self.net, X, Y, self._grad)
         for i, B in Bs.items():
             _, Hc = centered_input(bk, self.net.layers[i].kron_rows(ctxs[i]))           # centering (eq. 6.2.4)
             layer_axpy(self.net, i, -self.lr, bk.matmul(Hc, B, ta=True), bk.col_sum(B))
         other_stages_sgd(self.net, self._grad, self.lr)
+        self.k += 1
+        return loss
+
+    def _step_reduced(self, X, Y):
+        net, bk, comm = self.net, self.bk, self.net.comm
+        loss, ctxs, _, Bs = forward_backward_bk(net, X, Y, self._grad)
+        mus, loss = reduced_means(net, ctxs, comm, loss)
+        for i, B in Bs.items():
+            s = net.layers[i]
+            a, c = net.offsets[i]
+            out = self._grad[a:c].reshape(s.fan_in + 1, s.fan_out)         # [dW^T; db^T] of this shard
+            neg = bk.asarray((-mus[i]).astype(net.dtype))
+            Hc = bk.add_bias(bk.copy(s.kron_rows(ctxs[i])), neg)             # H - 1 mu^T, the global mu
+            bk.matmul(Hc, B, out=out[:-1], ta=True)
+            bk.copy_into(out[-1], bk.col_sum(B))
+        comm.allreduce_sum([self._grad], "gradient")
+        bk.scale(1.0 / comm.size, self._grad)
+        for i in Bs:
+            s = net.layers[i]
+            a, c = net.offsets[i]
+            upd = self._grad[a:c].reshape(s.fan_in + 1, s.fan_out)
+            layer_axpy(net, i, -self.lr, upd[:-1], upd[-1])
+        other_stages_sgd(net, self._grad, self.lr)
         self.k += 1
         return loss

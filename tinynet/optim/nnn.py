@@ -13,12 +13,19 @@ unchanged:  V' = W U'^{-1},  d' = b + W mu'  (W = V U, b = d - V U mu).
 V and d follow SGD:  grad_V = B^T (H - 1 mu^T) U,  grad_d = sum_rows B.
 The network keeps the effective W = V U and b = d - W mu in its flat vector,
 so forward passes, checkpoints of theta and evaluation need nothing special.
+
+Data-parallel (net.comm over P ranks): the re-estimation uses the mean and
+covariance of every rank's rows (tinynet.optim.stats.reduced_means,
+reduced_covariances; every rank then does the same eigendecomposition), and
+grad_V, grad_d, linear in the rows for the fixed mu and U, are summed by one
+all-reduce with the other stages' gradient ("gradient", |theta| numbers).
 """
 import numpy as np
 
 from tinynet.backend_base import host_call
 from tinynet.optim.base import Optimizer, check_range
-from tinynet.optim.stats import forward_backward_bk, input_moments, other_stages_sgd
+from tinynet.optim.stats import (forward_backward_bk, input_moments, other_stages_sgd, reduced_covariances,
+                                 reduced_means)
 
 
 def inverse_sqrt(C, floor):
@@ -32,6 +39,7 @@ def inverse_sqrt(C, floor):
 
 class NNN(Optimizer):
     name = "nnn"
+    distributable = True     # step: reduced moments and gradients over net.comm
 
     def __init__(self, net, lr=0.01, eps=1e-3, T=100, floor=1e-6):
         super().__init__(net, lr)
@@ -81,10 +89,11 @@ class NNN(Optimizer):
         self.state = {int(i): {k: self.bk.asarray(np.asarray(v, dtype=self.net.dtype)) for k, v in s.items()}
                       for i, s in state.get("layers", {}).items()}
 
-    def reproject(self, ctxs):
-        """Re-estimate mu, U from the inputs in ctxs and re-project V, d (6.4.2)."""
+    def reproject(self, ctxs, moments=None):
+        """Re-estimate mu, U from the inputs in ctxs (or the {index: (mu, C)} given)
+        and re-project V, d (6.4.2)."""
         bk, dt = self.bk, self.net.dtype
-        for i, (mu, C) in input_moments(self.net, ctxs).items():
+        for i, (mu, C) in (moments or input_moments(self.net, ctxs)).items():
             W, b = self._effective(i)
             U, Uinv = inverse_sqrt(C + self.eps * np.eye(len(C)), self.floor)
             V = host_call("host.gemm", np.matmul, W, Uinv, flops=2.0 * W.size * W.shape[1])
@@ -97,14 +106,34 @@ class NNN(Optimizer):
 
     def step(self, X, Y):
         net, bk = self.net, self.bk
+        comm = net.comm
         loss, ctxs, _, Bs = forward_backward_bk(net, X, Y, self._grad)
-        if self.k % self.T == 0:
-            self.reproject(ctxs)            # function unchanged: B, loss stay valid
+        if self.k % self.T == 0:            # function unchanged: B, loss stay valid
+            if comm.size > 1:
+                mus, _ = reduced_means(net, ctxs, comm, loss)
+                C = reduced_covariances(net, ctxs, mus, comm)
+                self.reproject(ctxs, {i: (mus[i], C[i]) for i in mus})
+            else:
+                self.reproject(ctxs)
+        grads = {}
         for i, B in Bs.items():
             st = self.state[i]
             He = bk.matmul(bk.add_bias(bk.copy(net.layers[i].kron_rows(ctxs[i])), st["negmu"]), st["U"])   # rows U (h - mu)
-            bk.axpy(-self.lr, bk.matmul(He, B, ta=True).reshape(-1), st["VT"].reshape(-1))   # grad_V^T
-            bk.axpy(-self.lr, bk.col_sum(B), st["d"])
+            grads[i] = (bk.matmul(He, B, ta=True), bk.col_sum(B))          # grad_V^T, grad_d
+        if comm.size > 1:                   # this rank's shares, summed over the ranks in the gradient vector
+            for i, (gV, gd) in grads.items():
+                s = net.layers[i]
+                a, c = net.offsets[i]
+                out = self._grad[a:c].reshape(s.fan_in + 1, s.fan_out)
+                bk.copy_into(out[:-1], gV)
+                bk.copy_into(out[-1], gd)
+                grads[i] = (out[:-1], out[-1])
+            loss = comm.mean_gradient(bk, self._grad, loss)
+        for i in Bs:
+            st = self.state[i]
+            gV, gd = grads[i]
+            bk.axpy(-self.lr, gV.reshape(-1), st["VT"].reshape(-1))
+            bk.axpy(-self.lr, gd, st["d"])
             WT = bk.matmul(st["U"], st["VT"])                      # (V U)^T = U V^T, (i, o)
             b = bk.copy(st["d"])
             bk.axpy(-1.0, bk.matmul(st["mu"].reshape(1, -1), WT).reshape(-1), b)   # d - W mu

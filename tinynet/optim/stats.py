@@ -158,6 +158,37 @@ def input_moments(net, ctxs):
     return out
 
 
+def reduced_means(net, ctxs, comm, loss):
+    """Data-parallel input_moments, first half: ({Kronecker index: mu}, loss) with
+    mu the mean of the stage's input rows over every rank's shard and loss the
+    global batch-mean loss, from one all-reduce of column sums ("moments":
+    sum_l i_l + 1 numbers). Host float64."""
+    kron = kron_indices(net)
+    sums = [np.array(net.bk.to_host(net.bk.col_sum(net.layers[i].kron_rows(ctxs[i]))), dtype=np.float64)
+            for i in kron]
+    box = np.array([loss], dtype=np.float64)
+    comm.allreduce_sum(sums + [box], "moments")
+    m = {i: net.layers[i].kron_rows(ctxs[i]).shape[0] * comm.size for i in kron}
+    return {i: sums[j] / m[i] for j, i in enumerate(kron)}, float(box[0]) / comm.size
+
+
+def reduced_covariances(net, ctxs, mus, comm):
+    """Data-parallel input_moments, second half: {Kronecker index: C} with C =
+    1/m sum over every rank's rows (h - mu)(h - mu)^T for the global mu (two
+    passes, as centered_cov), the upper triangles all-reduced ("covariance":
+    sum_l i_l (i_l + 1) / 2 numbers). Host float64."""
+    from tinynet.distributed.comm import pack_upper, unpack_upper
+    kron = kron_indices(net)
+    packed, dims, m = [], [], {}
+    for i in kron:
+        H = np.asarray(layer_input(net, ctxs, i), dtype=np.float64) - mus[i]
+        packed.append(pack_upper(host_call("host.gemm", np.matmul, H.T, H, flops=2.0 * H.shape[0] * H.shape[1] ** 2)))
+        dims.append(H.shape[1])
+        m[i] = H.shape[0] * comm.size
+    comm.allreduce_sum(packed, "covariance")
+    return {i: unpack_upper(packed[j], dims[j]) / m[i] for j, i in enumerate(kron)}
+
+
 class RunningFactors:
     """Exponential running averages of KFAC's factors per Linear layer across
     statistics batches, R <- rho R + (1 - rho) S, the first batch initializing
