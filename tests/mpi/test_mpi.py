@@ -40,6 +40,11 @@ CASES = [
     ("centered", dict(lr=0.1), "autoencoder"),
     ("nnn", dict(lr=0.05, T=3, eps=0.1), "autoencoder"),
     ("nnn", dict(lr=0.05, T=3, eps=0.1), "classifier"),
+    # convolutions: patch rows (KFC factors, A summed over positions)
+    ("sgd", dict(lr=0.1), "cnn"),
+    ("kfac", dict(lr=0.1, T=3, stats_every=2, kfac_curvature="fisher"), "cnn"),
+    ("acp", dict(lr=0.1, T=3), "cnn"),
+    ("ubp", dict(lr=0.1), "cnn"),
     ("ubp", dict(lr=0.1), "autoencoder"),
     ("ubp", dict(lr=0.1, ubp_curvature="exact", ubp_clip=0.05), "autoencoder"),
     ("ubp", dict(lr=0.1, ubp_mode="explicit"), "classifier"),
@@ -51,7 +56,7 @@ def one_process(spec, buffers=False):
     return (np.array(net.get_flat()), res) + ((net.buffers(),) if buffers else ())
 
 
-@pytest.mark.parametrize("name,options,problem", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize("name,options,problem", CASES, ids=[f"{c[0]}-{c[2]}-{i}" for i, c in enumerate(CASES)])
 def test_two_ranks_equal_one_process(tmp_path, name, options, problem):
     spec = dict(optimizer=name, options=options, problem=problem, steps=8, batch_size=24)
     theta1, res1, buffers1 = one_process(spec, buffers=True)

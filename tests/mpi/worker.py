@@ -24,9 +24,14 @@ from tinynet.train import TrainConfig, train
 def problem(kind="autoencoder"):
     """A small float64 net and data: a 12-6-3-6-12 autoencoder on uniform data
     (kind "batchnorm" / "mean-only": with that batch norm after the first
-    layer), or a 12-8-4 classifier (softmax cross-entropy) on random labels."""
+    layer), a 12-8-4 classifier (softmax cross-entropy) on random labels, or
+    "cnn": tinynet.models.tiny_cnn (two convolutions, a pooling) on random images."""
     rng = np.random.default_rng(0)
     X = rng.random((96, 12))
+    if kind == "cnn":                     # tinynet.models.tiny_cnn on random 7x7 images
+        from tinynet.models import tiny_cnn
+        y = rng.integers(0, 10, size=96)
+        return tiny_cnn(dtype=np.float64, seed=1), {"train": (rng.random((96, 49)), y), "test": None}
     if kind == "classifier":
         y = rng.integers(0, 4, size=96)
         net = Sequential([Linear(12, 8), Tanh(), Linear(8, 4)], SoftmaxCrossEntropyLoss(),
