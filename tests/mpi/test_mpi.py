@@ -103,8 +103,11 @@ def test_resume_across_ranks(tmp_path):
     run_worker(tmp_path, dict(base, steps=4, out=out))
     _, info, result = run_worker(tmp_path, dict(base, steps=8, out=out, resume=True))
     assert info["step"] == 8
+    # resuming a run that has reached its steps: every rank sees rank 0's rows and stops at once
+    p, info, _ = run_worker(tmp_path, dict(base, steps=8, out=out, resume=True), timeout=60)
+    assert info["step"] == 8 and info["stop_reason"] == "steps"
     conf = json.load(open(os.path.join(out, "config.json")))
-    assert conf["distributed"] == {"kind": "mpi", "ranks": 2} and len(conf["resumed"]) == 1
+    assert conf["distributed"] == {"kind": "mpi", "ranks": 2} and len(conf["resumed"]) == 2
     net, res = worker.run(dict(base, steps=12, out=out, resume=True), LOCAL)
     assert res.step == 12
     np.testing.assert_allclose(np.array(net.get_flat()), theta_ref, rtol=0, atol=1e-10)

@@ -288,7 +288,7 @@ class _Session:
         with StopSignals() as stop:       # from the first file on: a stop request waits for a step boundary
             rows = self._open_all()
             if self.rd is None:
-                self.metrics = MetricsWriter(None, [])
+                self.metrics = MetricsWriter(None, rows)    # other ranks: rank 0's rows (the same decisions)
             try:
                 if self.st["step"] == 0 and not rows:
                     seen = self._evaluate_and_save()
@@ -324,7 +324,7 @@ class _Session:
                 rows = self._open() if self.rd else []
                 state = dict(theta=np.array(self.net.get_flat()), opt=self.opt.state_dict(), st=dict(self.st),
                              rng=self.rng.bit_generator.state, monitor=dict(self.monitor.state),
-                             buffers=self.net.buffers(), has_rows=bool(rows))
+                             buffers=self.net.buffers(), rows=rows)
             except Exception as e:                       # noqa: BLE001 - re-raised below
                 error = e
         state = comm.bcast_object(state if error is None else dict(error=f"{type(error).__name__}: {error}"))
@@ -339,7 +339,7 @@ class _Session:
             self.rng.bit_generator.state = state["rng"]
             self.monitor.state.update(state["monitor"])
             self.net.load_buffers(state["buffers"])
-            rows = [None] if state["has_rows"] else []    # only whether rank 0 evaluates at step 0
+            rows = state["rows"]
         return rows
 
     def _agree(self, stop):
