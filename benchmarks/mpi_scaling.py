@@ -161,7 +161,7 @@ def main():
         tags = sorted({t for acc in r["accounts"] for t in acc["total"]})
         for tag in tags:
             k = max(acc["steps_with"].get(tag, 0) for acc in r["accounts"])
-            tot = acc0 = r["accounts"][0]["total"].get(tag, 0)
+            tot = r["accounts"][0]["total"].get(tag, 0)
             if tag == "inverses":            # a broadcast is counted at its root: sum the owners
                 tot = sum(acc["total"].get(tag, 0) for acc in r["accounts"])
             per = tot / k if k else 0

@@ -41,8 +41,8 @@ import numpy as np
 
 from tinynet.optim.base import Optimizer, check_range
 from tinynet.optim.stats import (centered_input, damped_inverse, forward_backward_bk,
-                                 input_moments, layer_axpy, other_stages_sgd, reduced_covariances,
-                                 reduced_means, shares)
+                                 input_moments, layer_axpy, layer_slot, other_stages_sgd, reduced_covariances,
+                                 reduced_means, shares, sum_shares_and_step)
 
 
 class ACP(Optimizer):
@@ -154,9 +154,8 @@ class ACP(Optimizer):
         if self.k % self.T == 0:                                          # amortization
             self._amortize_reduced(kron, ctxs, mus, Bs)
         for i in kron:
-            s, B = net.layers[i], Bs[i]
-            a, c = net.offsets[i]
-            out = self._grad[a:c].reshape(s.fan_in + 1, s.fan_out)          # [dW^T; db^T] of this shard
+            B = Bs[i]
+            out = layer_slot(net, self._grad, i)                           # [dW^T; db^T] of this shard
             mu = bk.asarray(mus[i].astype(net.dtype))
             neg = bk.copy(mu)
             bk.scale(-1.0, neg)
@@ -169,14 +168,7 @@ class ACP(Optimizer):
             db = bk.col_sum(B)
             bk.axpy(-1.0, bk.matmul(mu.reshape(1, -1), out[:-1]).reshape(-1), db)       # (eq. 6.2.5)
             bk.copy_into(out[-1], db)
-        comm.allreduce_sum([self._grad], "gradient")
-        bk.scale(1.0 / comm.size, self._grad)                             # B's rows carry 1/(n/P)
-        for i in kron:
-            s = net.layers[i]
-            a, c = net.offsets[i]
-            upd = self._grad[a:c].reshape(s.fan_in + 1, s.fan_out)
-            layer_axpy(net, i, -self.lr, upd[:-1], upd[-1])
-        other_stages_sgd(net, self._grad, self.lr)
+        sum_shares_and_step(net, self._grad, self.lr, kron)
         self.k += 1
         return loss
 

@@ -16,8 +16,8 @@ so each rank writes its shard's share where the gradient would be and one
 all-reduce sums them ("gradient", |theta| numbers).
 """
 from tinynet.optim.base import Optimizer
-from tinynet.optim.stats import (centered_input, forward_backward_bk, layer_axpy, other_stages_sgd,
-                                 reduced_means)
+from tinynet.optim.stats import (centered_input, forward_backward_bk, layer_axpy, layer_slot, other_stages_sgd,
+                                 reduced_means, sum_shares_and_step)
 
 
 class Centered(Optimizer):
@@ -45,20 +45,11 @@ class Centered(Optimizer):
         loss, ctxs, _, Bs = forward_backward_bk(net, X, Y, self._grad)
         mus, loss = reduced_means(net, ctxs, comm, loss)
         for i, B in Bs.items():
-            s = net.layers[i]
-            a, c = net.offsets[i]
-            out = self._grad[a:c].reshape(s.fan_in + 1, s.fan_out)         # [dW^T; db^T] of this shard
+            out = layer_slot(net, self._grad, i)                           # [dW^T; db^T] of this shard
             neg = bk.asarray((-mus[i]).astype(net.dtype))
-            Hc = bk.add_bias(bk.copy(s.kron_rows(ctxs[i])), neg)             # H - 1 mu^T, the global mu
+            Hc = bk.add_bias(bk.copy(net.layers[i].kron_rows(ctxs[i])), neg)   # H - 1 mu^T, the global mu
             bk.matmul(Hc, B, out=out[:-1], ta=True)
             bk.copy_into(out[-1], bk.col_sum(B))
-        comm.allreduce_sum([self._grad], "gradient")
-        bk.scale(1.0 / comm.size, self._grad)
-        for i in Bs:
-            s = net.layers[i]
-            a, c = net.offsets[i]
-            upd = self._grad[a:c].reshape(s.fan_in + 1, s.fan_out)
-            layer_axpy(net, i, -self.lr, upd[:-1], upd[-1])
-        other_stages_sgd(net, self._grad, self.lr)
+        sum_shares_and_step(net, self._grad, self.lr, Bs)
         self.k += 1
         return loss

@@ -24,8 +24,8 @@ import numpy as np
 
 from tinynet.backend_base import host_call
 from tinynet.optim.base import Optimizer, check_range
-from tinynet.optim.stats import (forward_backward_bk, input_moments, other_stages_sgd, reduced_covariances,
-                                 reduced_means)
+from tinynet.optim.stats import (forward_backward_bk, input_moments, layer_slot, other_stages_sgd,
+                                 reduced_covariances, reduced_means)
 
 
 def inverse_sqrt(C, floor):
@@ -122,9 +122,7 @@ class NNN(Optimizer):
             grads[i] = (bk.matmul(He, B, ta=True), bk.col_sum(B))          # grad_V^T, grad_d
         if comm.size > 1:                   # this rank's shares, summed over the ranks in the gradient vector
             for i, (gV, gd) in grads.items():
-                s = net.layers[i]
-                a, c = net.offsets[i]
-                out = self._grad[a:c].reshape(s.fan_in + 1, s.fan_out)
+                out = layer_slot(net, self._grad, i)
                 bk.copy_into(out[:-1], gV)
                 bk.copy_into(out[-1], gd)
                 grads[i] = (out[:-1], out[-1])

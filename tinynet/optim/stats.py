@@ -355,6 +355,30 @@ def other_stages_sgd(net, grad, lr):
             net.bk.axpy(-lr, grad[a:c], net.theta[a:c])
 
 
+def layer_slot(net, vec, i):
+    """The (i+1, o) view [dW^T; db^T] of Kronecker stage i's slice of a flat
+    vector (its flat order is [vec(W); b]): where a data-parallel rank writes
+    its share of that layer's update."""
+    s = net.layers[i]
+    a, c = net.offsets[i]
+    return vec[a:c].reshape(s.fan_in + 1, s.fan_out)
+
+
+def sum_shares_and_step(net, vec, lr, layers):
+    """Data-parallel: `vec` holds this rank's share of each Kronecker layer's
+    update (layer_slot) and the plain gradient of the other stages with
+    parameters. One all-reduce ("gradient", |theta| numbers) and the mean over
+    the ranks (B's rows carry the shard's 1/(n/P)) give the global ones; then
+    theta -= lr x each, the other stages by SGD."""
+    comm = net.comm
+    comm.allreduce_sum([vec], "gradient")
+    net.bk.scale(1.0 / comm.size, vec)
+    for i in layers:
+        upd = layer_slot(net, vec, i)
+        layer_axpy(net, i, -lr, upd[:-1], upd[-1])
+    other_stages_sgd(net, vec, lr)
+
+
 def damped_inverse(M, damping, dtype=np.float64):
     """(M + damping I)^{-1} of a symmetric positive semi-definite M, read from
     its upper triangle only (the lower one may be stale, as in RunningFactors);
