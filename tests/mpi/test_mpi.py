@@ -45,6 +45,8 @@ CASES = [
     ("kfac", dict(lr=0.1, T=3, stats_every=2, kfac_curvature="fisher"), "cnn"),
     ("acp", dict(lr=0.1, T=3), "cnn"),
     ("ubp", dict(lr=0.1), "cnn"),
+    ("sgd", dict(lr=0.1, momentum=0.5), "cnn-bn"),
+    ("kfac", dict(lr=0.1, T=3, stats_every=2), "cnn-bn"),
     ("ubp", dict(lr=0.1), "autoencoder"),
     ("ubp", dict(lr=0.1, ubp_curvature="exact", ubp_clip=0.05), "autoencoder"),
     ("ubp", dict(lr=0.1, ubp_mode="explicit"), "classifier"),
@@ -68,7 +70,7 @@ def test_two_ranks_equal_one_process(tmp_path, name, options, problem):
     np.testing.assert_allclose(theta2, theta1, rtol=0, atol=1e-10)
     assert info["train_loss"] == pytest.approx(res1.train_loss, rel=1e-10)   # evaluation: running statistics
     assert set(info["buffers"]) == set(buffers1)
-    for k, v in buffers1.items():                                          # BatchNorm's running statistics
+    for k, v in buffers1.items():                                # BatchNorm(2d)'s running statistics
         np.testing.assert_allclose(info["buffers"][k], v, rtol=0, atol=1e-10)
 
 

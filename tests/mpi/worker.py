@@ -14,7 +14,8 @@ import numpy as np
 
 from tinynet.distributed import get_comm
 from tinynet.distributed.failure import ending_every_rank_on_failure
-from tinynet.layers import BatchNorm, Linear, MeanOnlyBatchNorm, Sigmoid, Tanh
+from tinynet.layers import (BatchNorm, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, MeanOnlyBatchNorm, Sigmoid,
+                            Tanh)
 from tinynet.losses import MSELoss, SoftmaxCrossEntropyLoss
 from tinynet.network import Sequential
 from tinynet.optim import build_optimizer
@@ -25,13 +26,19 @@ def problem(kind="autoencoder"):
     """A small float64 net and data: a 12-6-3-6-12 autoencoder on uniform data
     (kind "batchnorm" / "mean-only": with that batch norm after the first
     layer), a 12-8-4 classifier (softmax cross-entropy) on random labels, or
-    "cnn": tinynet.models.tiny_cnn (two convolutions, a pooling) on random images."""
+    "cnn": tinynet.models.tiny_cnn (two convolutions, a pooling) on random images,
+    "cnn-bn": a convolution with BatchNorm2d."""
     rng = np.random.default_rng(0)
     X = rng.random((96, 12))
     if kind == "cnn":                     # tinynet.models.tiny_cnn on random 7x7 images
         from tinynet.models import tiny_cnn
         y = rng.integers(0, 10, size=96)
         return tiny_cnn(dtype=np.float64, seed=1), {"train": (rng.random((96, 49)), y), "test": None}
+    if kind == "cnn-bn":                  # a convolution with BatchNorm2d (synchronized)
+        y = rng.integers(0, 10, size=96)
+        net = Sequential([Conv2d(1, 2, 2), BatchNorm2d(2), Tanh(), MaxPool2d(2), Flatten(), Linear(18, 10)],
+                         SoftmaxCrossEntropyLoss(), dtype=np.float64, seed=1, input_shape=(1, 7, 7))
+        return net, {"train": (rng.random((96, 49)), y), "test": None}
     if kind == "classifier":
         y = rng.integers(0, 4, size=96)
         net = Sequential([Linear(12, 8), Tanh(), Linear(8, 4)], SoftmaxCrossEntropyLoss(),

@@ -4,8 +4,8 @@ An optimizer class declares `distributable = True` when every batch statistic
 it uses is reduced across `net.comm` (tinynet.optim: SGD and its variants,
 RMSProp, Adam through the network's gradient; KFAC, ACP and UBP through their
 own reductions). Stages whose output mixes the rows of a batch must reduce their
-batch statistics inside the forward pass (`reduces_batch`: BatchNorm and
-MeanOnlyBatchNorm do); the others (BatchNorm2d, the eigendecomposition
+batch statistics inside the forward pass (`reduces_batch`: BatchNorm,
+MeanOnlyBatchNorm and BatchNorm2d do); the others (the eigendecomposition
 layers) are refused here rather than trained on per-rank statistics that one
 process would never compute.
 """

@@ -24,6 +24,9 @@ Derivatives (per channel; mean_c is the mean over its m values):
 
 The per-step work runs in the kernel pairs of tinynet.kernels.batchnorm2d
 through `bk.launch`; only the running statistics (C-vectors) live on the host.
+Data-parallel (tinynet.distributed, `self.comm` set by Sequential): mu_c and
+var_c are over every rank's rows (two all-reduces of C numbers per forward, on
+the host), and the two coupling means of vjp / jvp over them too (2C numbers).
 
 Jacobians. In training mode an output row depends on every row of the batch,
 so `jac_z` raises NotImplementedError there and `jac_z_batch` returns the full
@@ -41,6 +44,7 @@ from tinynet.layers.base import Stage
 class BatchNorm2d(Stage):
     needs_input_shape = True     # Sequential needs input_shape=(C, H, W) when this comes first
     mixes_batch = True
+    reduces_batch = True     # data-parallel: statistics and the coupling sums over self.comm
     buffer_names = ("running_mean", "running_var")
 
     def __init__(self, channels, eps=1e-5, momentum=0.1):
@@ -100,8 +104,12 @@ class BatchNorm2d(Stage):
             if m < 2:
                 raise ValueError(f"{self!r}: batch statistics need at least 2 values per channel in "
                                  f"training mode (n * H * W = {m})")
-            mu, var, s = bk.empty(C, dt), bk.empty(C, dt), bk.empty(C, dt)
-            bk.launch(K, "channel_stats", C, z, mu, var, s, dt.type(self.eps), P, nbytes=2 * z.nbytes)
+            if self.comm.size > 1:
+                mu, var, s = self._global_stats(z)
+                m *= self.comm.size
+            else:
+                mu, var, s = bk.empty(C, dt), bk.empty(C, dt), bk.empty(C, dt)
+                bk.launch(K, "channel_stats", C, z, mu, var, s, dt.type(self.eps), P, nbytes=2 * z.nbytes)
             r = self.momentum
             self.running_mean = (1 - r) * self.running_mean + r * np.asarray(bk.to_host(mu), dtype=np.float64)
             self.running_var = (1 - r) * self.running_var \
@@ -116,7 +124,33 @@ class BatchNorm2d(Stage):
 
     def _inv_m(self, ctx):
         Xhat, _, coupled = ctx
-        return Xhat.dtype.type(1.0 / (Xhat.shape[0] * self.P) if coupled else 0.0)
+        return Xhat.dtype.type(1.0 / (Xhat.shape[0] * self.P * self.comm.size) if coupled else 0.0)
+
+    def _global_stats(self, z):
+        """Data-parallel (self.comm over P ranks): mu, var, s per channel over every
+        rank's rows, two passes on the host, each one all-reduce of C numbers
+        ("batchnorm")."""
+        bk, C, comm = self.bk, self.channels, self.comm
+        zh = np.asarray(bk.to_host(z), dtype=np.float64).reshape(z.shape[0], C, self.P)
+        M = zh.shape[0] * self.P * comm.size
+        S = np.ascontiguousarray(zh.sum(axis=(0, 2)))
+        comm.allreduce_sum([S], "batchnorm")
+        mu = S / M
+        Q = np.ascontiguousarray(((zh - mu[None, :, None]) ** 2).sum(axis=(0, 2)))
+        comm.allreduce_sum([Q], "batchnorm")
+        var = Q / M
+        dt = z.dtype
+        return (bk.asarray(mu.astype(dt)), bk.asarray(var.astype(dt)),
+                bk.asarray(np.sqrt(var + self.eps).astype(dt)))
+
+    def _global_sums(self, sv, svx):
+        """The channel sums of V and V xhat over every rank's rows (copies: the
+        local ones may be this stage's gradient, which the network reduces itself)."""
+        bk = self.bk
+        both = np.concatenate([np.asarray(bk.to_host(sv)), np.asarray(bk.to_host(svx))])
+        self.comm.allreduce_sum([both], "batchnorm")
+        C = self.channels
+        return bk.asarray(both[:C].copy()), bk.asarray(both[C:].copy())
 
     def _center_scale(self, ctx, V, sv=None, svx=None):
         """gamma/s (V - mean_c(V) - xhat mean_c(V xhat)) (training), gamma/s V (evaluation);
@@ -128,6 +162,8 @@ class BatchNorm2d(Stage):
             bk.launch(K, "channel_sums", C, V, Xhat, sv, svx, self.P, nbytes=2 * V.nbytes)
         elif sv is None:           # evaluation: inv_m = 0, the sums are not used
             sv, svx = bk.zeros(C, V.dtype), bk.zeros(C, V.dtype)
+        if coupled and self.comm.size > 1:
+            sv, svx = self._global_sums(sv, svx)
         out = bk.empty(V.shape, V.dtype)
         bk.launch(K, "bn_center_scale", V.size, V, Xhat, self.gamma, s, sv, svx, out,
                   self._inv_m(ctx), self.P, nbytes=3 * V.nbytes)
