@@ -35,6 +35,7 @@ from tinynet.models import DATASET, MODEL_OPTIONS, MODELS, build_model, model_op
 from tinynet.optim import OPTIMIZERS, SCHEDULES, build_optimizer
 from tinynet.train import CheckpointError, RunExistsError, RunFileError, RunLockedError, TrainConfig
 from tinynet.train import train as run_training
+from cli.baseline import run_baseline
 from cli.train_help import TrainCommand, check_method_options, show_defaults
 
 DEFAULT_STEPS = 1000      # when none of --steps / --epochs / --time-budget is given
@@ -85,6 +86,10 @@ RUN_OPTIONS = [
     click.option("--verbose", "-v", is_flag=True,
                  help="with --distributed mpi: print what each step communicates (bytes by kind, per step "
                       "and per amortized step)"),
+    click.option("--baseline", type=click.Choice(["none", "sgd"]), default="none", show_default=True,
+                 help="after the run, train the same model from the same initialization over the same "
+                      "minibatches and number of updates with SGD at its default lr (OUT/baseline-sgd), "
+                      "and print the two training losses update by update"),
     # issue 19: data-parallel over MPI
     click.option("--distributed", type=click.Choice(["none", "mpi"]), default="none", show_default=True,
                  help="mpi: one rank per process started by `mpirun -n P` (or srun); each rank trains on its "
@@ -213,7 +218,7 @@ CONTEXT = {
 }
 # settings that are not taken from config.json when resuming
 _NOT_FROM_CONFIG = ("out", "resume", "overwrite", "from_last_good", "quiet", "show_defaults", "verbose",
-                    "distributed")
+                    "distributed", "baseline")
 
 
 def _model_options(model, given):
@@ -302,6 +307,8 @@ def train(ctx, **kw):
         comm = get_comm(kw["distributed"])
     except RuntimeError as e:             # no mpi4py / MPI library
         raise click.UsageError(str(e))
+    if comm.size > 1 and kw["baseline"] != "none":
+        raise click.UsageError("--baseline runs in one process: leave it out under --distributed mpi")
     if comm.rank != 0:
         kw["quiet"] = True                # rank 0 speaks for the run
     echo = click.echo if comm.rank == 0 else (lambda *a, **k: None)
@@ -385,6 +392,11 @@ def train(ctx, **kw):
         if model in CONTEXT:
             echo(f"  for scale: {CONTEXT[model]}", err=True)
         echo(f"  curves and checkpoint in {out}; draw them with: tinynet plot {out}", err=True)
+    if kw["baseline"] != "none" and result.stop_reason not in ("diverged", "interrupted"):
+        try:
+            run_baseline(kw["baseline"], kw, given, cfg, data, result, echo)
+        except (RunExistsError, RunLockedError, RunFileError, CheckpointError, ValueError) as e:
+            raise click.ClickException(f"--baseline {kw['baseline']}: {e}")
     if result.stop_reason == "diverged":
         if kw["quiet"]:
             echo(result.message, err=True)
