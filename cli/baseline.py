@@ -41,7 +41,7 @@ def run_baseline(kind, kw, given, cfg, data, result, echo):
     if rows:
         step, a, b = rows[-1]
         verdict = (f"after {step} updates {name} {'lower' if a < b else 'higher'} than {kind} by "
-                   f"{abs(1 - a / b) * 100:.1f}% ({a:.6g} against {b:.6g})")
+                   f"{abs(1 - a / b) * 100:.2g}% ({a:.6g} against {b:.6g})")
         plateau = PLATEAU.get(kw["model"])
         if plateau is not None and min(a, b) > 0.98 * plateau:
             verdict += (f"; both are still on the ~{plateau} plateau, so these {step} updates cannot tell "
