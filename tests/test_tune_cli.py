@@ -3,7 +3,12 @@ the folder it writes, the best trial's command reproducing its loss exactly,
 diverged trials, resume, usage errors, and `tinynet plot` of search folders."""
 import csv
 import json
+import os
 import shlex
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -113,3 +118,52 @@ def test_worker_processes_give_the_in_process_results(tmp_path):
         assert r.exit_code == 0, r.output
         rows[jobs] = [{k: v for k, v in x.items() if k != "seconds"} for x in _rows(tmp_path / jobs / "trials.csv")]
     assert rows["1"] == rows["2"] and len(rows["1"]) == 4
+
+
+# -- stopping a parallel search (found timing the README tour: workers outlived a SIGTERM) --------
+def _children(pid):
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        kids.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return kids
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_or_killed_parallel_search_leaves_no_worker(tmp_path, sig):
+    from faults import ROOT, _env, _terminal_dispositions
+    d = tmp_path / "s"
+    args = [sys.executable, "-m", "cli.main", *[a if a != "1" else "2" for a in BASE], "--space", SPACE,
+            "--trials", "200", "--out", str(d), "--", "--batch-size", "50"]
+    p = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True, preexec_fn=_terminal_dispositions)
+    try:
+        deadline = time.time() + 120
+        while not ((d / "trials.csv").exists() and len(_rows(d / "trials.csv")) >= 1):
+            assert p.poll() is None and time.time() < deadline, p.communicate()[1][-2000:]
+            time.sleep(0.2)
+        workers = [k for k in _children(p.pid) if _alive(k)]
+        assert len(workers) >= 2
+        os.kill(p.pid, sig)                       # the driver alone, as `kill PID` does
+        p.communicate(timeout=60)
+        assert p.returncode == -sig                   # the driver's default action: it ends at once
+        t0 = time.time()
+        while any(_alive(w) for w in workers) and time.time() - t0 < 10:
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers), "workers outlived their driver"
+    finally:
+        if p.poll() is None:
+            p.kill()

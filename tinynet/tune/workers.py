@@ -4,7 +4,9 @@ BLAS / Numba thread so that J workers on J cores do not oversubscribe them.
 
 Workers ignore SIGINT: Ctrl-C reaches the search driver, which stops handing
 out trials, ends the workers and leaves the results file with every trial that
-finished (a resumed search reruns the ones in flight). When a worker dies (a crash in native
+finished (a resumed search reruns the ones in flight). A worker whose driver
+has gone (SIGTERM or SIGKILL to the driver: it ends at once) ends itself
+within a second instead of computing trials nobody will read. When a worker dies (a crash in native
 code, the OOM killer), the pool is started again and each trial that was in
 flight runs once more on its own: the one that kills its worker alone is
 recorded as failed, and the search goes on.
@@ -14,6 +16,8 @@ import multiprocessing as mp
 import os
 import pickle
 import signal
+import threading
+import time
 from concurrent.futures.process import BrokenProcessPool
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
@@ -22,6 +26,17 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BL
 
 def _init_worker():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a worker whose driver is gone (SIGTERM or SIGKILL to the driver alone) ends
+    # itself: otherwise it would go on computing a trial nobody will read
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="tinynet-tune-parent-watch", daemon=True).start()
 
 
 def _run(objective, params):
