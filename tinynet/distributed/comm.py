@@ -193,7 +193,7 @@ class MPIComm:
         if len(bucket) == 1:
             self._reduce_inplace(bucket[0].reshape(-1), bucket[0].size, tag)
             return
-        buf = np.concatenate([h.reshape(-1) for h in bucket]).astype(dt, copy=False)
+        buf = np.concatenate([h.reshape(-1) for h in bucket])           # one dtype per bucket
         self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
         self.account.add(tag, buf.nbytes)
         pos = 0

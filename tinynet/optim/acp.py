@@ -150,7 +150,7 @@ class ACP(Optimizer):
         kron = sorted(shares(net))
         loss, ctxs, lctx, Bs = forward_backward_bk(net, X, Y, self._grad)
         rows = {i: net.layers[i].kron_rows(ctxs[i]) for i in kron}
-        mus, loss = reduced_means(net, ctxs, comm, loss)
+        mus, loss = reduced_means(net, ctxs, comm, loss, rows)
         if self.k % self.T == 0:                                          # amortization
             self._amortize_reduced(kron, ctxs, mus, Bs)
         for i in kron:

@@ -43,11 +43,12 @@ class Centered(Optimizer):
     def _step_reduced(self, X, Y):
         net, bk, comm = self.net, self.bk, self.net.comm
         loss, ctxs, _, Bs = forward_backward_bk(net, X, Y, self._grad)
-        mus, loss = reduced_means(net, ctxs, comm, loss)
+        rows = {i: net.layers[i].kron_rows(ctxs[i]) for i in Bs}
+        mus, loss = reduced_means(net, ctxs, comm, loss, rows)
         for i, B in Bs.items():
             out = layer_slot(net, self._grad, i)                           # [dW^T; db^T] of this shard
             neg = bk.asarray((-mus[i]).astype(net.dtype))
-            Hc = bk.add_bias(bk.copy(net.layers[i].kron_rows(ctxs[i])), neg)   # H - 1 mu^T, the global mu
+            Hc = bk.add_bias(bk.copy(rows[i]), neg)                        # H - 1 mu^T, the global mu
             bk.matmul(Hc, B, out=out[:-1], ta=True)
             bk.copy_into(out[-1], bk.col_sum(B))
         sum_shares_and_step(net, self._grad, self.lr, Bs)

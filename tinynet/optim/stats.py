@@ -158,18 +158,18 @@ def input_moments(net, ctxs):
     return out
 
 
-def reduced_means(net, ctxs, comm, loss):
+def reduced_means(net, ctxs, comm, loss, rows=None):
     """Data-parallel input_moments, first half: ({Kronecker index: mu}, loss) with
     mu the mean of the stage's input rows over every rank's shard and loss the
     global batch-mean loss, from one all-reduce of column sums ("moments":
-    sum_l i_l + 1 numbers). Host float64."""
+    sum_l i_l + 1 numbers). Host float64. rows: {index: kron_rows} when the
+    caller has them already (a convolution's patch rows are formed once)."""
     kron = kron_indices(net)
-    sums = [np.array(net.bk.to_host(net.bk.col_sum(net.layers[i].kron_rows(ctxs[i]))), dtype=np.float64)
-            for i in kron]
+    rows = rows or {i: net.layers[i].kron_rows(ctxs[i]) for i in kron}
+    sums = [np.array(net.bk.to_host(net.bk.col_sum(rows[i])), dtype=np.float64) for i in kron]
     box = np.array([loss], dtype=np.float64)
     comm.allreduce_sum(sums + [box], "moments")
-    m = {i: net.layers[i].kron_rows(ctxs[i]).shape[0] * comm.size for i in kron}
-    return {i: sums[j] / m[i] for j, i in enumerate(kron)}, float(box[0]) / comm.size
+    return {i: sums[j] / (rows[i].shape[0] * comm.size) for j, i in enumerate(kron)}, float(box[0]) / comm.size
 
 
 def reduced_covariances(net, ctxs, mus, comm):
