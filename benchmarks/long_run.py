@@ -43,6 +43,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from tinynet.train.files import atomic_json
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 RUNS = os.environ.get("TINYNET_LONG_RUN_DIR") or os.path.join(RESULTS, "long_run")   # env: trial runs elsewhere
@@ -104,15 +106,6 @@ def machine():
     except Exception:       # numpy < 1.26 has no mode="dicts"
         pass
     return {"cpu": model, "blas": blas, "threads": os.environ.get("OPENBLAS_NUM_THREADS", "unset")}
-
-
-def write_json(path, obj):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # --- one method: search, then the long run (in its own process) -------------
@@ -230,17 +223,17 @@ def run_one(method, minutes, tune_trials, tune_seconds):
               "tune_wall_s": time.time() - t0}
     if best is None:
         record.update(status="every search trial diverged", params=None, hist=[], full=[])
-        write_json(path, record)
+        atomic_json(path, record)
         return
     record["params"] = best.params
     print(f"{method}: picked {best.params} (cost {best.cost:.4g}); training {minutes} min", flush=True)
 
     def save(hist, full, status):
-        write_json(path, {**record, "hist": hist, "full": full, "status": status, "finished": False})
+        atomic_json(path, {**record, "hist": hist, "full": full, "status": status, "finished": False})
 
     marks = sorted(set(MARKS_MIN) | {minutes})          # the run's own budget is always a mark
     hist, full, status = train(method, best.params, data, 60 * minutes, full_marks=marks, on_eval=save)
-    write_json(path, {**record, "hist": hist, "full": full, "status": status, "finished": True,
+    atomic_json(path, {**record, "hist": hist, "full": full, "status": status, "finished": True,
                       "wall_s": time.time() - t0})
     print(f"{method}: {status}, {hist[-1][0]} updates, full train loss "
           f"{full[-1][3] if full else float('nan'):.4g}", flush=True)
