@@ -34,7 +34,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -43,7 +42,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from tinynet.train.environment import describe
 from tinynet.train.files import atomic_json
+from tinynet.tune.workers import THREAD_VARS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -89,23 +90,6 @@ PUBLISHED = [("SGD (Sutskever et al. 2013, table 1)", 2.1),
 
 def slug(name):
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def machine():
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    blas = "unknown"
-    try:
-        cfg = np.show_config(mode="dicts")
-        b = cfg["Build Dependencies"]["blas"]
-        blas = f"{b.get('name')} {b.get('version')}"
-    except Exception:       # numpy < 1.26 has no mode="dicts"
-        pass
-    return {"cpu": model, "blas": blas, "threads": os.environ.get("OPENBLAS_NUM_THREADS", "unset")}
 
 
 # --- one method: search, then the long run (in its own process) -------------
@@ -218,7 +202,7 @@ def run_one(method, minutes, tune_trials, tune_seconds):
     best = res.best
     record = {"method": method, "optimizer": METHODS[method][0], "fixed": METHODS[method][1],
               "batchnorm": METHODS[method][2], "space": space, "tune_trials": tune_trials,
-              "tune_seconds": tune_seconds, "minutes": minutes, "machine": machine(),
+              "tune_seconds": tune_seconds, "minutes": minutes, "machine": describe(),
               "tune": [{"params": t.params, "cost": t.cost, "status": t.status} for t in res],
               "tune_wall_s": time.time() - t0}
     if best is None:
@@ -247,8 +231,7 @@ def drive(args):
     for m in methods:
         if m not in METHODS:
             sys.exit(f"long_run.py: unknown method {m!r}; known: {', '.join(METHODS)}")
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "NUMBA_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **{v: "1" for v in THREAD_VARS}, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
 
     def minutes(m):
