@@ -171,8 +171,9 @@ METHOD_OPTIONS = [
                  help="[kfac] trust region: scale each update so that lr^2 g^T (A⊗G)^-1 g <= VALUE "
                       "(default 0.01); 'none' for the plain step"),
     # ---- natural gradient with a twist (issue 15; seed 003) --------------------------------------
-    click.option("--metric", type=click.Choice(["identity", "neuron"]), default=None,
-                 help="[twist] G = I, or the per-neuron E[g_j^2] I of the 1990's-style network"),
+    click.option("--metric", type=click.Choice(["identity", "neuron", "gn", "fisher"]), default=None,
+                 help="[twist] G = I, the per-neuron E[g_j^2] I of the 1990's-style network, or the exact "
+                      "block-diagonal Gauss-Newton / empirical Fisher (small nets)"),
     click.option("--normalizer", type=click.Choice(["global", "layer", "neuron", "weight"]), default=None,
                  help="[twist] blocks of the normalizer 1/sqrt(mu + E[g^T G^-1 g])"),
     click.option("--mu", type=float, default=None, help="[twist] mu under the normalizer's square root"),

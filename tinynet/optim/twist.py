@@ -15,7 +15,19 @@ parameter), "weight" (each parameter). Metric (`metric`):
               of the empirical Fisher, E[g_j^2 x_i x_i'] ~ E[g_j^2] I, with
               g_j = dl/da_j of an example (a row of B; for a convolution each
               position is a row) and E a running average; `eps` is added to
-              E[g_j^2] (the inverse of a near-zero second moment is damped).
+              E[g_j^2] (the inverse of a near-zero second moment is damped);
+  "gn"        the block-diagonal Gauss-Newton matrix, one exact dense block
+              G_l = mean_i J_{i,l}^T D_i J_{i,l} per stage with parameters
+              (tinynet.curvature.diagonal_blocks), averaged over steps;
+  "fisher"    the same with the block-diagonal empirical Fisher
+              G_l = mean_i g_{i,l} g_{i,l}^T (per-example gradients).
+              For both, G_B is G restricted to block B: the layer block for
+              "global" / "layer", its (fan_in + 1)-square sub-block of one
+              neuron for "neuron", its diagonal entry for "weight"; `eps` is
+              added to G_B's diagonal. Exact blocks cost p_l forward passes per
+              stage and 8 p_l^2 bytes: for small nets (teaching, checks); a
+              network whose blocks would exceed the dense-size guard
+              (TINYNET_DENSE_MAX_BYTES) is refused at construction.
 
 With metric="identity", normalizer="weight" and mu = 0 this is RMSProp with
 eps = 0 exactly: r = rho r + (1 - rho) g^2, w -= lr g / sqrt(r). A per-block
@@ -31,7 +43,8 @@ from tinynet.optim.base import Optimizer, check_range
 from tinynet.optim.newton import check_choice
 from tinynet.optim.stats import forward_backward_bk, kron_indices
 
-METRICS = ("identity", "neuron")
+METRICS = ("identity", "neuron", "gn", "fisher")
+BLOCK_METRICS = ("gn", "fisher")     # exact dense blocks of G, one per stage with parameters
 NORMALIZERS = ("global", "layer", "neuron", "weight")
 
 
@@ -47,6 +60,14 @@ class NaturalTwist(Optimizer):
         self.eps = check_range("NaturalTwist", "eps", eps, 0)
         if metric == "neuron" and not self.eps > 0:
             raise ValueError("NaturalTwist: metric 'neuron' needs eps (--eps) > 0 (it divides by E[g_j^2] + eps)")
+        self.G = {}                                           # stage index -> running E[G_l] (gn / fisher)
+        if metric in BLOCK_METRICS:
+            from tinynet.curvature.guard import check_dense
+            sizes = [sl.stop - sl.start for _, sl in net.slices()]
+            # the running block, this step's block and a factorization, each 8 p_l^2 bytes
+            check_dense(net, nbytes=3 * 8 * sum(p * p for p in sizes),
+                        what=f"NaturalTwist metric {metric!r} (exact dense blocks of sizes {sizes})")
+            self.G = {i: np.zeros((sl.stop - sl.start,) * 2) for i, sl in net.slices()}
         self.metric, self.normalizer = metric, normalizer
         self.kron = kron_indices(net) if metric == "neuron" or normalizer == "neuron" else []
         self.block_id, self.n_blocks = self._blocks()
@@ -82,12 +103,15 @@ class NaturalTwist(Optimizer):
         st = super().state_dict()
         st["norm"] = self.norm.copy()
         st["g2"] = {str(i): v.copy() for i, v in self.g2.items()}
+        st["G"] = {str(i): v.copy() for i, v in self.G.items()}
         return st
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
         self.norm = np.array(state["norm"], dtype=np.float64)
         self.g2 = {int(i): np.array(v, dtype=np.float64) for i, v in state.get("g2", {}).items()}
+        if self.G:
+            self.G = {int(i): np.array(v, dtype=np.float64) for i, v in state["G"].items()}
 
     def direction(self, X, Y):
         """(loss, the update d with w <- w - d) of this step, updating the running averages."""
@@ -110,10 +134,39 @@ class NaturalTwist(Optimizer):
             for i in self.kron:
                 s, (a, b) = net.layers[i], net.offsets[i]
                 Ginv_g[a:b] = (g[a:b].reshape(s.fan_in + 1, s.fan_out) / (self.g2[i] + self.eps)).reshape(-1)
+        if self.metric in BLOCK_METRICS:
+            Ginv_g = self._block_solve(X, Y, g)
         q = np.bincount(self.block_id, weights=g * Ginv_g, minlength=self.n_blocks)
         self.norm = self.rho * self.norm + (1 - self.rho) * q
         d = self.lr * Ginv_g / np.sqrt(self.mu + self.norm)[self.block_id]
         return float(loss), d
+
+    def _block_solve(self, X, Y, g):
+        """G_B^{-1} g_B for every normalizer block B, after the running
+        average G_l <- rho G_l + (1 - rho) (this minibatch's block)."""
+        from tinynet.curvature.block import diagonal_blocks
+        net = self.net
+        kind = dict(curvature="gn") if self.metric == "gn" else dict(curvature="fisher", fisher_kind="empirical")
+        X = np.asarray(net.bk.to_host(net.as_input(X)))
+        out = np.empty_like(g)
+        stages = [i for i, _ in net.slices()]
+        for l, sl, C in diagonal_blocks(net, X, Y, **kind):
+            i = stages[l]
+            G = self.G[i] = self.rho * self.G[i] + (1 - self.rho) * C
+            gl = g[sl]
+            if self.normalizer in ("global", "layer"):
+                out[sl] = np.linalg.solve(G + self.eps * np.eye(len(gl)), gl)
+            elif self.normalizer == "neuron" and i in self.kron:
+                s = net.layers[i]                     # neuron j: column j of [W^T; b^T], (fan_in + 1, fan_out)
+                cols = np.arange(len(gl)).reshape(s.fan_in + 1, s.fan_out)
+                x = np.empty_like(gl)
+                for j in range(s.fan_out):
+                    idx = cols[:, j]
+                    x[idx] = np.linalg.solve(G[np.ix_(idx, idx)] + self.eps * np.eye(len(idx)), gl[idx])
+                out[sl] = x
+            else:                                     # one parameter per block: the diagonal entry
+                out[sl] = gl / (np.diag(G) + self.eps)
+        return out
 
     def step(self, X, Y):
         loss, d = self.direction(X, Y)
