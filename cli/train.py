@@ -36,6 +36,7 @@ from tinynet.optim import OPTIMIZERS, SCHEDULES, build_optimizer
 from tinynet.train import CheckpointError, RunExistsError, RunFileError, RunLockedError, TrainConfig
 from tinynet.train import train as run_training
 from cli.baseline import run_baseline
+from cli.bn_phase import SUBDIR as BN_SUBDIR, BNPhaseStopped, check_bn_phase, run_bn_phase
 from cli.train_help import TrainCommand, check_method_options, show_defaults
 
 DEFAULT_STEPS = 1000      # when none of --steps / --epochs / --time-budget is given
@@ -90,6 +91,11 @@ RUN_OPTIONS = [
                  help="after the run, train the same model from the same initialization over the same "
                       "minibatches and number of updates with SGD at its default lr (OUT/baseline-sgd), "
                       "and print the two training losses update by update"),
+    # issue 15: seed 003's "a few epochs of batch normalization first, then whitening"
+    click.option("--bn-epochs", type=float, default=None,
+                 help="first train this many epochs with batch normalization (SGD at --bn-lr, in OUT/bn-phase), "
+                      "fold BN into the layers, then continue with --optimizer (the slides: reparam)"),
+    click.option("--bn-lr", type=float, default=None, help="[--bn-epochs] SGD's lr in the BN phase (default: SGD's)"),
     # issue 19: data-parallel over MPI
     click.option("--distributed", type=click.Choice(["none", "mpi"]), default="none", show_default=True,
                  help="mpi: one rank per process started by `mpirun -n P` (or srun); each rank trains on its "
@@ -265,6 +271,8 @@ def _settings_from_config(ctx, kw):
     options recorded there (python names)."""
     import json
     path = os.path.join(kw["out"], "config.json")
+    if not os.path.exists(path):          # a --bn-epochs run stopped in its BN phase carries the command
+        path = os.path.join(kw["out"], BN_SUBDIR, "config.json")
     if not os.path.exists(path):
         return {}
     try:
@@ -358,8 +366,27 @@ def train(ctx, **kw):
                       progress=not kw["quiet"], meta=meta, command=command)
     try:
         cfg.check()
+        if kw["bn_epochs"] is not None:
+            check_bn_phase(kw, given, out)
+        elif kw["bn_lr"] is not None:
+            raise ValueError("--bn-lr is the lr of the --bn-epochs phase: give --bn-epochs too")
     except ValueError as e:
         raise click.UsageError(str(e))
+    if kw["bn_epochs"] is not None:
+        try:
+            net, _ = run_bn_phase(kw, given, cfg, data, echo)
+        except BNPhaseStopped as e:
+            echo(f"BN phase {e.result.stop_reason}: {e.result.message}", err=True)
+            if e.result.stop_reason == "interrupted":
+                echo(f"  continue it with: tinynet train --out {out} --resume", err=True)
+                sys.exit(128 + getattr(signal, e.result.signal or "SIGINT"))
+            sys.exit(3)
+        except (RunExistsError, RunLockedError, RunFileError, CheckpointError, ValueError) as e:
+            raise click.ClickException(f"--bn-epochs: {e}")
+        opt = build_optimizer(opt_name, net, kw["lr"], defaults={"seed": kw["seed"]}, **explicit)
+        cfg.resume = kw["resume"] and os.path.exists(os.path.join(out, "config.json"))
+        meta["lr"] = opt.lr
+        meta["bn_phase"] = dict(epochs=kw["bn_epochs"], lr=kw["bn_lr"], folder=BN_SUBDIR)
     n_train, n_test = data["train"][0].shape[0], data["test"][0].shape[0]
     arch = "".join(f", {k}={v}" for k, v in model_opts.items() if v is not None and v is not False)
     if comm.size > 1:
