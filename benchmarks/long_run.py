@@ -382,7 +382,7 @@ def report():
     short_m = next((r.get("minutes") for m, r in runs.items() if m != REFERENCE), 15)
     lines = ["# Long runs on the MNIST autoencoder (issue 20 part 1)", "",
              f"Command: `python benchmarks/long_run.py --minutes {short_m:g} --long-minutes {long_m:g} "
-             f"--tune-trials {any_rec.get('tune_trials')} --tune-seconds {any_rec.get('tune_seconds'):g}`; "
+             f"--tune-trials {any_rec.get('tune_trials')} --tune-seconds {any_rec.get('tune_seconds')}`; "
              "report: `python benchmarks/long_run.py --report`.", "",
              f"Machine: {mach.get('cpu')}, BLAS {mach.get('blas')}, one BLAS / Numba thread per run, two runs "
              "side by side. Clock: CPU time inside optimizer.step. Real MNIST, float32, minibatch 200. "

@@ -66,3 +66,7 @@ def test_report_reads_runs(long_run, tmp_path):
     md = open(tmp_path / "runs" / ".." / "long_run.md").read()
     assert "SGD with momentum after 8 minutes: training loss 50.000" in md
     assert "| KFAC-GN | 25.000 | yes |" in md
+    # the claims table is computed: KFAC-GN at 2 min (25) below SGD momentum at 8 (50), and at
+    # 2 min against SGD momentum's 55
+    assert "| best: KFAC-GN 25.000; SGD momentum 50.000 at 8 min | reached |" in md
+    assert "KFAC-GN 25.000 against SGD momentum 55.000 at 2 min | reproduced |" in md
