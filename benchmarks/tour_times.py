@@ -41,6 +41,7 @@ def main():
     ap.add_argument("--limit", type=float, default=150.0)
     ap.add_argument("--scratch", default=os.path.join(os.path.dirname(ROOT), "tour_scratch"))
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "tour_times.md"))
+    ap.add_argument("--note", default="", help="a line on the conditions (other load on the machine)")
     a = ap.parse_args()
     shutil.rmtree(a.scratch, ignore_errors=True)
     os.makedirs(a.scratch)
@@ -64,7 +65,9 @@ def main():
         print(f"{dt:7.1f} s  {status:>20}  {cmd}", flush=True)
     lines = ["# The README tour, timed (issue 13, part 7)", "",
              f"`python benchmarks/tour_times.py --limit {a.limit:g}`: each command in order, from a scratch "
-             f"folder beside the checkout, {os.cpu_count()} cores.", "",
+             f"folder beside the checkout, {os.cpu_count()} cores; OPENBLAS_NUM_THREADS="
+             f"{os.environ.get('OPENBLAS_NUM_THREADS', '(unset)')}, NUMBA_NUM_THREADS="
+             f"{os.environ.get('NUMBA_NUM_THREADS', '(unset)')}. {a.note}".rstrip(), "",
              "| command | exit | seconds | last line |", "|---|---|---|---|"]
     for cmd, status, dt, last in rows:
         lines.append(f"| `{cmd}` | {status} | {dt:.1f} | {last.replace('|', '/')} |")
