@@ -40,10 +40,9 @@ def main():
         for m in ("sgd", "ubp"):
             _, _, evals, rho = train(m, lr, X, a.updates, Xeval)
             res[m] = {k: v for k, _, v in evals}
+            rho_cell = f"{rho.max():.3g}" if m == "ubp" else ""
             print(f"| {lr:g} | {m.upper()} | " + " | ".join(f"{res[m][k]:.2f}" if k in res[m] else "" for k in ks)
-                  + f" | {rho.max():.3g} |" if m == "ubp" else
-                  f"| {lr:g} | {m.upper()} | " + " | ".join(f"{res[m][k]:.2f}" if k in res[m] else "" for k in ks)
-                  + " | |", flush=True)
+                  + f" | {rho_cell} |", flush=True)
         print(f"| {lr:g} | UBP / SGD | " + " | ".join(f"{res['ubp'][k] / res['sgd'][k]:.3f}"
                                                    if k in res['ubp'] and k in res['sgd'] else "" for k in ks)
               + " | |", flush=True)

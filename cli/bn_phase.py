@@ -35,7 +35,8 @@ class BNPhaseStopped(Exception):
 
 def check_bn_phase(kw, given, out):
     """Refuse a bad --bn-epochs / --bn-lr setting, or a run folder that would be
-    overwritten, before anything is trained. Returns the BN phase's folder."""
+    overwritten, before anything is trained (the trainer's own check of a held
+    folder, rundir.RUN_FILES, would come only after the BN phase had run)."""
     if not kw["bn_epochs"] > 0:
         raise ValueError(f"--bn-epochs must be > 0 (epochs of the BN phase), got {kw['bn_epochs']:g}")
     if kw["bn_lr"] is not None and not kw["bn_lr"] > 0:
@@ -51,7 +52,6 @@ def check_bn_phase(kw, given, out):
             if held:
                 raise ValueError(f"run directory {folder} already holds a run ({', '.join(held)}): pass --resume "
                                  f"to continue it or --overwrite to replace it, or choose another --out")
-    return phase
 
 
 def run_bn_phase(kw, given, cfg, data, echo):

@@ -132,13 +132,12 @@ def test_block_metric_matches_the_formula_from_dense_matrices(metric, normalizer
         x = np.empty_like(g)
         for i, sl in ref.slices():
             G[i] = rho * G[i] + (1 - rho) * C[i]
-            for B in np.unique(opt.block_id[sl]):      # the normalizer blocks inside this stage
-                idx = np.flatnonzero(opt.block_id[sl] == B)
+            # the normalizer blocks inside this stage; "global" spans every stage, G block-diagonal
+            blocks = [np.arange(sl.stop - sl.start)] if normalizer == "global" else \
+                [np.flatnonzero(opt.block_id[sl] == B) for B in np.unique(opt.block_id[sl])]
+            for idx in blocks:
                 GB = G[i][np.ix_(idx, idx)] + eps * np.eye(len(idx))
                 x[sl][idx] = np.linalg.solve(GB, g[sl][idx])
-                if normalizer == "global":             # one block over every stage: G block-diagonal
-                    x[sl] = np.linalg.solve(G[i] + eps * np.eye(sl.stop - sl.start), g[sl])
-                    break
         q = np.bincount(opt.block_id, weights=g * x, minlength=opt.n_blocks)
         norm = rho * norm + (1 - rho) * q
         ref.set_flat(ref.get_flat() - lr * x / np.sqrt(mu + norm)[opt.block_id])
