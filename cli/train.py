@@ -169,6 +169,9 @@ METHOD_OPTIONS = [
                  help="[acp, kfac, nnn] amortization T: statistics / inverses every T updates (thesis 6.5.2: 100)"),
     click.option("--acp-alpha", "alpha", type=str, default=None,
                  help="[acp] fixed alpha (a number) or 'heuristic' (max squared pre-activation gradient, 6.3.2)"),
+    click.option("--acp-step-scale", "step_scale", type=click.Choice(["alpha", "none"]), default=None,
+                 help="[acp] 'alpha': the step is lr/alpha (algorithm 4 as printed, the default); "
+                      "'none': lr (the local criterion of 6.1)"),
     click.option("--kfac-curvature", type=click.Choice(["gn", "fisher"]), default=None,
                  help="[kfac] Gauss-Newton (D from the loss) or Monte-Carlo Fisher (sampled targets)"),
     click.option("--stats-every", type=int, default=None,

@@ -57,21 +57,25 @@ def local_criterion_solution(H, g, lr, eps):
 @pytest.mark.parametrize("route", ["batch", "gradient"])
 @pytest.mark.parametrize("case", ["tanh-mse", "sigmoid-softmax"])
 @pytest.mark.parametrize("alpha", [1.0, 0.25, "heuristic"], ids=["alpha1", "alpha0.25", "heuristic"])
-def test_acp_update_solves_local_criterion(case, alpha, route):
+@pytest.mark.parametrize("step_scale", ["alpha", "none"])
+def test_acp_update_solves_local_criterion(case, alpha, route, step_scale):
+    """step_scale "none": the criterion's minimizer at lr; "alpha" (algorithm 4's
+    lambda/alpha): the same at lr/alpha, the criterion being linear in lr."""
     net, X, Y = make_case(case)
     lr, eps = 0.1, 1e-2
     _, ctxs = net.forward_ctx(X)
     H = {i: np.array(ctxs[i][0]) for i in kron_indices(net)}
     g = preact_grads(net, X, Y)
     th0 = net.get_flat()
-    opt = ACP(net, lr, eps=eps, T=1, alpha=alpha, alpha_floor=1e-3, route=route)
+    opt = ACP(net, lr, eps=eps, T=1, alpha=alpha, alpha_floor=1e-3, route=route, step_scale=step_scale)
     opt.step(X, Y)
     d = net.get_flat() - th0
     for i in kron_indices(net):
         a_ = (np.max(g[i] ** 2) + 1e-3) if alpha == "heuristic" else alpha
         assert opt.alphas[i] == pytest.approx(a_, rel=1e-12)
         a, c = net.offsets[i]
-        np.testing.assert_allclose(d[a:c], local_criterion_solution(H[i], g[i], lr, eps / a_),
+        lr_ = lr / a_ if step_scale == "alpha" else lr
+        np.testing.assert_allclose(d[a:c], local_criterion_solution(H[i], g[i], lr_, eps / a_),
                                    rtol=1e-8, atol=1e-12)
 
 
@@ -95,17 +99,21 @@ def test_acp_rejects_bad_alpha():
         ACP(net, 0.1, alpha="sometimes")
     with pytest.raises(ValueError, match="alpha"):
         ACP(net, 0.1, alpha=-1.0)
+    with pytest.raises(ValueError, match="step_scale"):
+        ACP(net, 0.1, step_scale="sqrt")
 
 
 @pytest.mark.parametrize("args", [
-    ["--optimizer", "acp", "--acp-alpha", "heuristic", "--amortize", "5", "--eps", "0.01"],
+    ["--optimizer", "acp", "--acp-alpha", "heuristic", "--amortize", "5", "--eps", "0.1", "--lr", "0.03"],
+    ["--optimizer", "acp", "--acp-alpha", "heuristic", "--acp-step-scale", "none", "--amortize", "5",
+     "--eps", "0.01"],
     ["--optimizer", "kfac", "--kfac-curvature", "fisher", "--amortize", "5", "--stats-every", "2"],
     ["--optimizer", "kfac", "--kl-clip", "none", "--lr", "0.1", "--eps", "1"],
     ["--optimizer", "kfac", "--kl-clip", "0.03"],
     ["--optimizer", "nnn", "--amortize", "5"],
     ["--optimizer", "centered"],
     ["--optimizer", "sgd", "--batchnorm", "mean-only"],
-], ids=["acp-heuristic", "kfac-fisher", "kfac-no-clip", "kfac-clip", "nnn", "centered", "sgd-meanonly-bn"])
+], ids=["acp-heuristic", "acp-heuristic-unscaled", "kfac-fisher", "kfac-no-clip", "kfac-clip", "nnn", "centered", "sgd-meanonly-bn"])
 def test_cli_train_chapter6_options(args, tmp_path):
     from click.testing import CliRunner
     from cli.main import main

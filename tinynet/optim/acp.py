@@ -14,8 +14,18 @@ small constant `alpha_floor` added before dividing (6.5.3.3, against the
 instability reported there).
 
 Each update (lines 12-14):
-  dW = - lr 1/n sum_i grad_a l_i (h_i - mu)^T inv_C   (eq. 6.2.4)
-  db = - lr 1/n sum_i grad_a l_i - dW mu               (eq. 6.2.5)
+  dW = - (lr/alpha) 1/n sum_i grad_a l_i (h_i - mu)^T inv_C   (eq. 6.2.4)
+  db = - (lr/alpha) 1/n sum_i grad_a l_i - dW mu               (eq. 6.2.5)
+The factor 1/alpha (step_scale="alpha", the default) is algorithm 4 as printed
+(lines 13-14, lambda/alpha): it is the inverse of the alpha I_out factor of the
+approximate GN (C + eps/alpha I) (x) alpha I_out of 6.3.2. step_scale="none"
+drops it: the minimizer of the local criterion of 6.1 with damping eps/alpha,
+this module's reading before issue 20. For a fixed alpha the two differ by
+the constant lr/alpha; for the heuristic alpha they differ per layer and per
+amortization, and only "alpha" leaves the autoencoder's lowest layers (alpha
+~1e-6, so damping eps/alpha ~1e4 and a step ~alpha/eps times the centered
+gradient under "none") a step of ~lr/eps times it
+(benchmarks/results/long_run.md, "The heuristic alpha").
 dW^T is computed by the cheaper of two routes (route="auto"), with Hc = H - 1 mu^T:
   "batch":    (Hc inv_C)^T B, inv_C applied to the batch matrix before the
               weight-gradient GEMM, which it replaces: 2n(i^2 + i o) flops;
@@ -49,11 +59,15 @@ class ACP(Optimizer):
     name = "acp"
     distributable = True     # _step_reduced
 
-    def __init__(self, net, lr=0.3, eps=0.1, T=100, alpha=1.0, alpha_floor=1e-4, route="auto"):
+    def __init__(self, net, lr=0.3, eps=0.1, T=100, alpha=1.0, alpha_floor=1e-4, route="auto",
+                 step_scale="alpha"):
         super().__init__(net, lr)
         if route not in ("auto", "batch", "gradient"):
             raise ValueError(f"ACP: route must be 'auto', 'batch' or 'gradient', got {route!r}")
-        self.route = route
+        if step_scale not in ("alpha", "none"):
+            raise ValueError(f"ACP: step_scale (--acp-step-scale) must be 'alpha' (algorithm 4's lr/alpha) "
+                             f"or 'none' (the local criterion's lr), got {step_scale!r}")
+        self.route, self.step_scale = route, step_scale
         if not (alpha == "heuristic" or (isinstance(alpha, (int, float)) and alpha > 0)):
             try:
                 alpha = float(alpha)
@@ -71,6 +85,10 @@ class ACP(Optimizer):
         self.alphas = {}
         self.C = {}              # the (share-scaled) covariance each inv_C was computed from
         self._grad = self.bk.zeros(net.n_params, net.dtype)
+
+    def _step_factor(self, i):
+        """lr times what multiplies layer i's update: 1/alpha_i (algorithm 4) or 1."""
+        return self.lr / self.alphas[i] if self.step_scale == "alpha" else self.lr
 
     def _layer_alpha(self, B, share=1):
         if self.alpha != "heuristic":
@@ -130,7 +148,7 @@ class ACP(Optimizer):
                 G = bk.matmul(self.inv_C[i], bk.matmul(Hc, B, ta=True))   # the same, inv_C (Hc^T B)
             db = bk.col_sum(B)
             bk.axpy(-1.0, bk.matmul(mu.reshape(1, -1), G).reshape(-1), db)   # (eq. 6.2.5): - dW mu
-            layer_axpy(net, i, -self.lr, G, db)
+            layer_axpy(net, i, -self._step_factor(i), G, db)
         other_stages_sgd(net, self._grad, self.lr)
         self.k += 1
         return loss
@@ -168,6 +186,8 @@ class ACP(Optimizer):
             db = bk.col_sum(B)
             bk.axpy(-1.0, bk.matmul(mu.reshape(1, -1), out[:-1]).reshape(-1), db)       # (eq. 6.2.5)
             bk.copy_into(out[-1], db)
+            if self.step_scale == "alpha":                                 # alphas agree on every rank
+                bk.scale(1.0 / self.alphas[i], out.reshape(-1))
         sum_shares_and_step(net, self._grad, self.lr, kron)
         self.k += 1
         return loss

@@ -31,7 +31,7 @@ import numpy as np
 from tinynet.network import all_finite as _all_finite
 
 # python name -> `tinynet train` flag where they differ (cli/train.py)
-FLAGS = {"T": "--amortize", "alpha": "--acp-alpha"}
+FLAGS = {"T": "--amortize", "alpha": "--acp-alpha", "step_scale": "--acp-step-scale"}
 
 
 class NonFiniteError(FloatingPointError):
