@@ -44,8 +44,10 @@ low input variance in the new C are amplified by up to alpha / eps (thesis
 ratio 3 this is fragile: (lr 0.1, eps 0.03) and (lr 1, eps 0.3) reached 9.7
 and 11.9 in the sweep's minibatch order but diverged in `tinynet train`'s
 seeded epochs; (0.3, 0.1) trained in both (14.1 and 10.7). The heuristic alpha is
-below the 1e-4 floor for the lowest layers of that net, which then barely
-move; no setting of eps tried there left the plateau without diverging.
+below the 1e-4 floor for the lowest layers of that net; under
+step_scale="none" those layers then barely moved, and no setting of eps
+tried there left the plateau without diverging (results/thesis_fig6.md,
+measured before step_scale existed).
 """
 import numpy as np
 
