@@ -54,7 +54,9 @@ METHODS = {
     "BN + SGD": ("sgd", {}, "full"),
     "centered": ("centered", {}, None),
     "ACP fixed alpha": ("acp", dict(T=100, alpha=1.0), None),
-    "ACP heuristic alpha": ("acp", dict(T=100, alpha="heuristic"), None),
+    # step lr, not algorithm 4's lr/alpha: the reading results/thesis_fig6.md was measured with (before
+    # ACP's step_scale existed); benchmarks/long_run.py runs both readings (issue 20 part 3)
+    "ACP heuristic alpha": ("acp", dict(T=100, alpha="heuristic", step_scale="none"), None),
     "NNN": ("nnn", dict(T=100), None),
     "KFAC": ("kfac", dict(T=100, stats_every=10, curvature="gn"), None),
     "KFAC-GN": ("kfac", dict(T=100, stats_every=10, curvature="gn"), None),
