@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -76,6 +77,11 @@ METHODS = {
                             "lr=log:0.03:1,eps=log:0.01:0.3"),
     "ACP heuristic alpha (unscaled step)": ("acp", dict(T=100, alpha="heuristic", step_scale="none"), None,
                                            "lr=log:0.03:1,eps=log:3e-3:0.1"),
+    # a diagnostic, not a search: where eps/alpha dominates C (the lowest layers, alpha at its floor) the
+    # printed step is ~(lr/eps) x the centered gradient, so lr/eps ~0.3 is plain SGD's good lr; the
+    # search's 4 draws above all have lr/eps >= 1. Space None: the fixed options are the hyperparameters.
+    "ACP heuristic alpha (hand-picked lr 0.03, eps 0.1)": (
+        "acp", dict(T=100, alpha="heuristic", step_scale="alpha", lr=0.03, eps=0.1), None, None),
     "mean-only BN + SGD": ("sgd", {}, "mean-only", "lr=log:0.01:0.3"),
     "centered": ("centered", {}, None, "lr=log:0.1:1"),
 }
@@ -207,10 +213,13 @@ def run_one(method, minutes, tune_trials, tune_seconds):
     t0 = time.time()
     space = METHODS[method][3]
     csv = os.path.join(RUNS, slug(method) + ".tune.csv")
-    res = search(TuneObjective(method, data, tune_seconds), space, method="brs", trials=tune_trials, seed=0,
-                 results=csv, resume=os.path.exists(csv),
-                 info_columns=("updates",))
-    best = res.best
+    if space is None:                                   # hand-picked: no search
+        res, best = [], SimpleNamespace(params={}, cost=math.nan)
+    else:
+        res = search(TuneObjective(method, data, tune_seconds), space, method="brs", trials=tune_trials, seed=0,
+                     results=csv, resume=os.path.exists(csv),
+                     info_columns=("updates",))
+        best = res.best
     record = {"method": method, "optimizer": METHODS[method][0], "fixed": METHODS[method][1],
               "batchnorm": METHODS[method][2], "space": space, "tune_trials": tune_trials,
               "tune_seconds": tune_seconds, "minutes": minutes, "machine": describe(),
@@ -289,7 +298,11 @@ def load_runs():
     return runs
 
 
-def fmt_params(p):
+def fmt_params(p, rec=None):
+    """The picked hyperparameters; for a run without a search (space None), the hand-picked ones."""
+    if rec is not None and rec.get("space") is None and not p:
+        p = {k: v for k, v in (rec.get("fixed") or {}).items() if k in ("lr", "eps")}
+        return "hand-picked: " + fmt_params(p)
     return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in (p or {}).items())
 
 
@@ -393,7 +406,8 @@ def centering_claims(full, short_m):
 
 def alpha_traces(runs):
     """{method: (trace array [updates, alpha per layer...], eps)} of the ACP runs with a trace."""
-    return {m: (np.array(r["alpha_trace"], dtype=float), (r.get("params") or {}).get("eps"))
+    return {m: (np.array(r["alpha_trace"], dtype=float),
+                (r.get("params") or {}).get("eps", (r.get("fixed") or {}).get("eps")))
             for m, r in runs.items() if r.get("alpha_trace")}
 
 
@@ -449,7 +463,7 @@ def plot(runs, path):
     f, ax = plt.subplots(2, 2, figsize=(12, 9))
     for m, rec in runs.items():
         h = np.array(rec.get("hist") or [[0, 0, 0, np.nan, np.nan]], dtype=float)
-        lab = f"{m} ({fmt_params(rec.get('params'))})"
+        lab = f"{m} ({fmt_params(rec.get('params'), rec)})"
         keep = h[:, 0] > 0
         for col, (row_ax, y) in enumerate(((ax[0], 3), (ax[1], 4))):
             row_ax[0].plot(h[keep, 0], h[keep, y], label=lab)
@@ -502,7 +516,7 @@ def report():
             cells.append(f"{v[0]:.3f} / {v[1]:.3f}" if v else "")
         end = rec["hist"][-1][0] if rec.get("hist") else 0
         st = rec.get("status", "") + ("" if rec.get("finished", True) else " (running)")
-        lines.append(f"| {m} | {fmt_params(rec.get('params'))} | {st} | {end} | " + " | ".join(cells) + " |")
+        lines.append(f"| {m} | {fmt_params(rec.get('params'), rec)} | {st} | {end} | " + " | ".join(cells) + " |")
     lines += ["", "## Published figures for this autoencoder (same squared error)", "",
               "| method | training error |", "|---|---:|"]
     lines += [f"| {n} | {v} |" for n, v in PUBLISHED]
@@ -528,6 +542,9 @@ def report():
     lines += ["## Searches (biased random search, seed 0; cost: subset training loss after the trial's budget)",
               ""]
     for m, rec in runs.items():
+        if rec.get("space") is None:
+            lines.append(f"- {m}: no search ({fmt_params(None, rec)})")
+            continue
         trials = "; ".join(f"{fmt_params(t['params'])}: {t['cost']:.4g}" for t in rec.get("tune", []))
         lines.append(f"- {m} ({rec.get('tune_trials')} x {rec.get('tune_seconds')} s over `{rec.get('space')}`): "
                      f"{trials}")

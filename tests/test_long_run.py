@@ -96,6 +96,9 @@ def test_report_centering_claims_and_alpha_trace(long_run, tmp_path):
                "machine": {"cpu": "x", "blas": "y"}}
         if m == "ACP heuristic alpha":
             rec["alpha_trace"] = [[k] + [1e-4 * (1 + k)] * 8 for k in (1, 100, 1000, 5000)]
+            hand = {**rec, "method": HAND, "space": None, "params": {}, "fixed": long_run.METHODS[HAND][1]}
+            with open(os.path.join(long_run.RUNS, long_run.slug(HAND) + ".json"), "w") as f:
+                json.dump(hand, f)
         with open(os.path.join(long_run.RUNS, long_run.slug(m) + ".json"), "w") as f:
             json.dump(rec, f)
     long_run.report()
@@ -110,3 +113,10 @@ def test_report_centering_claims_and_alpha_trace(long_run, tmp_path):
     assert "| ACP heuristic alpha | 100 | 0.0101 | 0.0101 | 0.0101 | 0.0101 | 9.9 | 9.9 |" in md
     assert "| ACP heuristic alpha | 5000 | 0.5 | 0.5 | 0.5 | 0.5 | 0.2 | 0.2 |" in md
     assert os.path.exists(tmp_path / "runs" / ".." / "long_run_alpha.png")
+    # a run without a search shows its hand-picked hyperparameters, and its trace's damping uses them
+    assert f"| {HAND} | hand-picked: lr 0.03, eps 0.1 | ok |" in md
+    assert f"- {HAND}: no search (hand-picked: lr 0.03, eps 0.1)" in md
+    assert f"| {HAND} | 100 | 0.0101 | 0.0101 | 0.0101 | 0.0101 | 9.9 | 9.9 |" in md
+
+
+HAND = "ACP heuristic alpha (hand-picked lr 0.03, eps 0.1)"
