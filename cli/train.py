@@ -172,8 +172,9 @@ METHOD_OPTIONS = [
     click.option("--acp-step-scale", "step_scale", type=click.Choice(["alpha", "none"]), default=None,
                  help="[acp] 'alpha': the step is lr/alpha (algorithm 4 as printed, the default); "
                       "'none': lr (the local criterion of 6.1)"),
-    click.option("--kfac-curvature", type=click.Choice(["gn", "fisher"]), default=None,
-                 help="[kfac] Gauss-Newton (D from the loss) or Monte-Carlo Fisher (sampled targets)"),
+    click.option("--kfac-curvature", type=click.Choice(["gn", "fisher", "empirical"]), default=None,
+                 help="[kfac] Gauss-Newton (D from the loss), Monte-Carlo Fisher (sampled targets) or the "
+                      "empirical Fisher (the minibatch's targets: the thesis's cheaper GN, 3.4)"),
     click.option("--stats-every", type=int, default=None,
                  help="[kfac] updates between factor statistics (running averages)"),
     click.option("--kl-clip", type=str, default=None,

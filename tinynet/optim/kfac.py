@@ -13,6 +13,8 @@ Per layer the curvature block is approximated by A ⊗ G (6.4.1, 6.2.2):
   A = E[(h^T 1)^T (h^T 1)] = [E h h^T, E h; E h^T, 1]   ((i+1) x (i+1): W and b
       kept apart as the thesis writes them, the bias in the last row/column)
   G = E[J_a^T D J_a]   (D from the loss: "gn"; sampled targets: "fisher";
+      the minibatch's own targets, the empirical Fisher: "empirical", which
+      is the thesis's "KFAC for GN" on the cross-entropy, 3.4 and 6.5.3.4;
       see tinynet.optim.stats)
 Statistics every `stats_every` updates, kept as running averages (rho);
 factored Tikhonov damping (Martens and Grosse, 6.3): A ⊗ G + eps I is
@@ -83,8 +85,8 @@ class KFAC(Optimizer):
         super().__init__(net, lr)
         if kfac_curvature is not None:          # the CLI's --kfac-curvature
             curvature = kfac_curvature
-        if curvature not in ("gn", "fisher"):
-            raise ValueError(f"KFAC: curvature must be 'gn' or 'fisher', got {curvature!r}")
+        if curvature not in ("gn", "fisher", "empirical"):
+            raise ValueError(f"KFAC: curvature must be 'gn', 'fisher' or 'empirical', got {curvature!r}")
         if isinstance(kl_clip, str):             # the CLI's --kl-clip VALUE|none
             try:
                 kl_clip = None if kl_clip.lower() == "none" else float(kl_clip)

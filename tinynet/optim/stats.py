@@ -28,6 +28,11 @@ block under KFC's spatial homogeneity and uncorrelated derivatives.
                         column of S: k passes, for tests and small outputs)
     curvature "fisher": rows dl/df at targets sampled from the model's predictive
                         distribution (Monte-Carlo Fisher, one backward pass, seeded)
+    curvature "empirical": rows dl/df at the minibatch's own targets (the empirical
+                        Fisher; for the cross-entropy it is the thesis's "cheaper
+                        Gauss-Newton" of 3.4, eq simplified-gn, the GN with the
+                        softmax inside the network, and what its 6.5.3.4 calls
+                        KFAC for GN: no extra backward pass in the thesis's code)
 
 Cost: one backward pass of n x k rows per statistics batch, no per-example
 Jacobians; A and C are one (i x n)(n x i) GEMM each.
@@ -118,7 +123,9 @@ def curvature_rows(net, ctxs, lctx, curvature, rng, exact=False):
         Ys = loss.sample_targets(lctx, rng)
         _, sctx = loss.forward(F, net.bk.asarray(np.asarray(Ys, dtype=net.dtype)))
         return [loss.grad_f(sctx)]
-    raise ValueError(f"curvature must be 'gn' or 'fisher', got {curvature!r}")
+    if curvature == "empirical":
+        return [loss.grad_f(lctx)]
+    raise ValueError(f"curvature must be 'gn', 'fisher' or 'empirical', got {curvature!r}")
 
 
 def kfac_sums(net, ctxs, lctx, curvature="gn", rng=None, exact=False):
