@@ -263,7 +263,7 @@ def paired(gn, fi):
     return float(d.mean()), se, len(d), int(np.sum(d < 0))
 
 
-def verdict(p):
+def verdict(p, base="GN"):
     """Fisher "clearly ahead": lower on average by more than two standard errors of the paired difference."""
     if p is None or p[2] < 2:
         return "too few seeds"
@@ -271,7 +271,7 @@ def verdict(p):
     if mean < -2 * se:
         return f"Fisher ahead ({wins}/{n} seeds)"
     if mean > 2 * se:
-        return f"GN ahead ({n - wins}/{n} seeds)"
+        return f"{base} ahead ({n - wins}/{n} seeds)"
     return f"no difference beyond 2 SE (Fisher lower in {wins}/{n})"
 
 
@@ -370,7 +370,7 @@ def report():
                 if p:
                     k = 100 if col in (2, 4) else 1
                     lines.append(f"| {model} | {base} | {what} | {k * p[0]:+.3f} ± {k * p[1]:.3f}"
-                                 f"{' pts' if k == 100 else ''} | {verdict(p)} |")
+                                 f"{' pts' if k == 100 else ''} | {verdict(p, base)} |")
     lines += ["", "## Along the way: the subset training loss at fractions of the budget, and the time to a level "
               "(paired, Fisher − GN; lower is better for Fisher)", "",
               "| model | baseline | quantity | baseline | Fisher | Fisher − baseline | verdict |",
@@ -390,7 +390,7 @@ def report():
             if p:
                 lines.append(f"| {model} | {base} | {what} | {np.mean(list(a.values())):.4g} | "
                              f"{np.mean(list(b.values())):.4g} | "
-                             f"{p[0]:+.4g} ± {p[1]:.2g} | {verdict(p)} |")
+                             f"{p[0]:+.4g} ± {p[1]:.2g} | {verdict(p, base)} |")
     lines += ["", "## Searches (cost: subset training loss after the trial's budget, seed 0)", ""]
     for (model, method), rec in recs.items():
         trials = "; ".join(f"eps {t['params']['eps']:.3g}, kl_clip {t['params']['kl_clip']:.3g}: {t['cost']:.4g}"
