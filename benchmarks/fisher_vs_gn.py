@@ -352,9 +352,8 @@ def report():
     for (model, method), rec in recs.items():
         runs = [r for r in rec.get("runs", {}).values() if r.get("full")]
         p = rec.get("params") or {}
-        cells = [ms(r["full"][0] for r in runs)] + [ms((r["full"][c] for r in runs), pct=c in (2, 4))
-                                                    for c in (1, 2, 3, 4)]
-        cells[0] = f"{np.mean([r['full'][0] for r in runs]):.0f}" if runs else ""
+        cells = ([f"{np.mean([r['full'][0] for r in runs]):.0f}" if runs else ""]     # mean updates
+                 + [ms((r["full"][c] for r in runs), pct=c in (2, 4)) for c in (1, 2, 3, 4)])
         lines.append(f"| {model} | {method} | eps {p.get('eps', 0):.3g}, kl_clip {p.get('kl_clip', 0):.3g} | "
                      + " | ".join(cells) + " |")
     lines += ["", "## The claim: Fisher clearly ahead (paired over seeds: Fisher − baseline, mean ± SE; "
@@ -372,7 +371,7 @@ def report():
                     lines.append(f"| {model} | {base} | {what} | {k * p[0]:+.3f} ± {k * p[1]:.3f}"
                                  f"{' pts' if k == 100 else ''} | {verdict(p, base)} |")
     lines += ["", "## Along the way: the subset training loss at fractions of the budget, and the time to a level "
-              "(paired, Fisher − GN; lower is better for Fisher)", "",
+              "(paired, Fisher − baseline; lower is better for Fisher)", "",
               "| model | baseline | quantity | baseline | Fisher | Fisher − baseline | verdict |",
               "|---|---|---|---:|---:|---:|---|"]
     for model, (base, fisher) in ((m, pr) for m in MODELS for pr in PAIRS):
