@@ -119,7 +119,7 @@ MODEL_OPTION_FLAGS = {"batchnorm": "--batchnorm", "pool": "--pool", "second_pool
 
 METHOD_OPTIONS = [
     # ---- SGD (seed 003: momentum, Nesterov, stepsize schedules) ---------------------------
-    click.option("--momentum", type=float, default=None, help="[sgd] heavy-ball momentum mu in [0, 1)"),
+    click.option("--momentum", type=float, default=None, help="[sgd, ubp] heavy-ball momentum mu in [0, 1)"),
     click.option("--nesterov", is_flag=True, default=None, help="[sgd] Nesterov's variant of momentum"),
     click.option("--schedule", type=click.Choice(list(SCHEDULES)), default=None,
                  help="[sgd] stepsize schedule: constant, inverse beta/(gamma+k), halving"),

@@ -47,8 +47,11 @@ def _example_loss(loss, y):
     return lambda f: -(y * torch.log_softmax(f, 0)).sum()
 
 
-def ubp_reference(net, X, Y, lr, curvature="gn", clip=None):
-    """(new flat parameters, [rho_l]) after one UBP step, algorithm 2 verbatim."""
+def ubp_reference(net, X, Y, lr, curvature="gn", clip=None, mu=0.0, velocity=None):
+    """(new flat parameters, [rho_l]) after one UBP step, algorithm 2 verbatim.
+    mu > 0: heavy-ball momentum per layer, velocity[t] = (V_W, V_b) <- mu velocity[t]
+    + (grad_W, grad_b), dW = -lr V_W (the dict is updated in place), and the
+    correction of line 14 for that dW."""
     ops = _ops(net)
     n = X.shape[0]
     Yt = torch.tensor(net.loss_stage.prepare_targets(Y, net.n_out, np.float64))
@@ -67,6 +70,11 @@ def ubp_reference(net, X, Y, lr, curvature="gn", clip=None):
         W, b, h, da = op[1], op[2], Z[t], dh
         dW = -lr / n * da.T @ h
         db = -lr / n * da.sum(0)
+        if mu > 0:
+            gW, gb = da.T @ h / n, da.sum(0) / n
+            VW, Vb = velocity.get(t, (torch.zeros_like(gW), torch.zeros_like(gb)))
+            velocity[t] = (mu * VW + gW, mu * Vb + gb)
+            dW, db = -lr * velocity[t][0], -lr * velocity[t][1]
         new[t] = (W + dW, b + db)
         if t == bottom:
             break
@@ -107,6 +115,8 @@ def _net(kind, seed=3):
     elif kind == "relu-identity-mse":
         layers = [tn.Linear(4, 5), tn.ReLU(), tn.Linear(5, 2), tn.Identity(), tn.Linear(2, 5), tn.Sigmoid()]
         loss = tn.MSELoss()
+    elif kind == "wide-tanh-mse":          # batch 3: n (i + o) < i o, Linear's Gram forms apply
+        layers, loss = [tn.Linear(8, 10), tn.Tanh(), tn.Linear(10, 9), tn.Tanh(), tn.Linear(9, 8)], tn.MSELoss()
     elif kind == "linear-mse":
         layers = [tn.Linear(4, 5), tn.Identity(), tn.Linear(5, 4), tn.Linear(4, 3)]
         loss = tn.MSELoss()
@@ -147,6 +157,57 @@ def test_step_matches_dense_reference(kind, curvature, mode):
     np.testing.assert_allclose(net.get_flat(), ref, rtol=0, atol=1e-10 * np.abs(ref).max())
     assert opt.metrics["correction_ratio"] == pytest.approx(max(rhos), rel=1e-9)
     assert max(rhos) > 1e-3          # the correction is not negligible in these cases
+
+
+@pytest.mark.parametrize("mode", ["matrix_free", "explicit"])
+@pytest.mark.parametrize("curvature", ["gn", "exact"])
+@pytest.mark.parametrize("kind", ["tanh-mse", "sigmoid-bce", "wide-tanh-mse"])
+def test_momentum_matches_reference_over_steps(kind, curvature, mode):
+    """Three steps with momentum 0.9 against the reference carrying its own
+    velocities: the correction is for the update actually taken (velocity
+    included), which the Gram shortcuts of Linear do not compute."""
+    net = _net(kind)
+    ref_net = _net(kind)
+    opt = UBP(net, 0.3, curvature=curvature, mode=mode, momentum=0.9)
+    velocity = {}
+    n = 3 if kind.startswith("wide") else 5
+    for s in range(3):
+        X, Y = _data(net, n=n, seed=s)
+        ref, _ = ubp_reference(ref_net, X, Y, 0.3, curvature, mu=0.9, velocity=velocity)
+        ref_net.set_flat(ref)
+        opt.step(X, Y)
+        np.testing.assert_allclose(net.get_flat(), ref, rtol=0, atol=1e-10 * np.abs(ref).max())
+    plain = _net(kind)
+    for s in range(3):
+        X, Y = _data(plain, n=n, seed=s)
+        UBP(plain, 0.3, curvature=curvature, mode=mode).step(X, Y)
+    assert np.abs(plain.get_flat() - net.get_flat()).max() > 1e-3    # momentum changed the path
+
+
+def test_momentum_on_one_linear_layer_is_sgd_momentum():
+    """No layer above to correct: UBP with momentum is SGD with momentum."""
+    a = tn.Sequential([tn.Linear(4, 3)], tn.MSELoss(), dtype=np.float64, seed=1)
+    b = tn.Sequential([tn.Linear(4, 3)], tn.MSELoss(), dtype=np.float64, seed=1)
+    u, s_ = UBP(a, 0.2, momentum=0.8), SGD(b, 0.2, momentum=0.8)
+    for s in range(4):
+        X, Y = _data(a, seed=s)
+        u.step(X, Y)
+        s_.step(X, Y)
+    np.testing.assert_allclose(a.get_flat(), b.get_flat(), rtol=0, atol=1e-13)
+
+
+def test_momentum_state_round_trips_a_checkpoint():
+    net, net2 = _net("tanh-mse"), _net("tanh-mse")
+    X, Y = _data(net)
+    opt = UBP(net, 0.3, momentum=0.9)
+    opt.step(X, Y)
+    opt2 = UBP(net2, 0.3, momentum=0.9)
+    net2.set_flat(net.get_flat())
+    opt2.load_state_dict(opt.state_dict())
+    X2, Y2 = _data(net, seed=7)
+    opt.step(X2, Y2)
+    opt2.step(X2, Y2)
+    np.testing.assert_array_equal(net.get_flat(), net2.get_flat())
 
 
 @pytest.mark.parametrize("mode", ["matrix_free", "explicit"])
@@ -229,7 +290,8 @@ def test_explicit_mode_refuses_too_big_batch():
 
 @pytest.mark.parametrize("bad, match", [
     (dict(curvature="fisher"), "curvature"), (dict(mode="dense"), "mode"),
-    (dict(clip=-1.0), "clip"), (dict(lr=0.0), "lr")], ids=["curvature", "mode", "clip", "lr"])
+    (dict(clip=-1.0), "clip"), (dict(lr=0.0), "lr"), (dict(momentum=1.0), "momentum")],
+    ids=["curvature", "mode", "clip", "lr", "momentum"])
 def test_bad_arguments(bad, match):
     kw = dict(lr=0.1, **bad) if "lr" not in bad else bad
     with pytest.raises(ValueError, match=match):

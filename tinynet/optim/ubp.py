@@ -73,6 +73,14 @@ On the MNIST autoencoder the top layer's rho grows during training (0.2 ->
 correction delays but does not stop it (the (W + dW)^T term goes wrong too):
 UBP is usable there up to lr ~0.02 (default 0.01), where SGD takes 0.3.
 
+Momentum (not in the thesis; issue 20 part 2 asks how UBP fares with it):
+with `momentum=mu > 0` each layer keeps a velocity v_l <- mu v_l + g_l, g_l the
+gradient from the corrected signal, and takes delta_l = -lambda v_l (heavy
+ball, the form of tinynet.optim.SGD). The correction of line 14 is the
+first-order effect of whatever update the layer takes, so it is computed for
+this delta: dA = grad_x f delta (the stage's jvp) and B dW by hvp_z, not the
+Gram forms, which assume delta = -lambda grad. mu = 0 is algorithm 2 exactly.
+
 Data-parallel over P ranks (net.comm, tinynet.distributed): the rows carry
 1/n of the global batch; each layer's update is all-reduced before the
 signal below it is corrected (one collective per layer: the sweep is
@@ -98,7 +106,8 @@ class UBP(Optimizer):
     distributable = True     # each layer's update and the correction norms reduced over net.comm (step)
 
     def __init__(self, net, lr, curvature="gn", mode="matrix_free", clip=None,
-                 max_jacobian_bytes=2 ** 30, *, ubp_curvature=None, ubp_mode=None, ubp_clip=None):
+                 max_jacobian_bytes=2 ** 30, momentum=0.0, *, ubp_curvature=None, ubp_mode=None,
+                 ubp_clip=None):
         """ubp_curvature, ubp_mode, ubp_clip: the same three options under the
         names of the CLI's flags (--ubp-curvature, ...; --curvature belongs to
         the Newton family), for tinynet.optim.build_optimizer."""
@@ -118,6 +127,8 @@ class UBP(Optimizer):
         if clip is not None:
             check_range("UBP", "clip", clip, 0)
         check_range("UBP", "max_jacobian_bytes", max_jacobian_bytes, 1, integer=True)
+        check_range("UBP", "momentum", momentum, 0, 1, hi_open=True)
+        self.momentum = float(momentum)
         self.curvature, self.mode = curvature, mode
         self.clip = None if clip is None else float(clip)
         self.max_jacobian_bytes = int(max_jacobian_bytes)
@@ -125,6 +136,7 @@ class UBP(Optimizer):
         if not self.linear:
             raise ValueError("UBP: the network has no stage with parameters to update")
         self._delta = net.bk.zeros(net.n_params, net.dtype)   # updates, applied after the sweep
+        self.v = net.bk.zeros(net.n_params, net.dtype) if self.momentum > 0 else None   # velocity
         self.last_jacobians, self.last_hessians, self.last_ratios = {}, {}, {}
 
     # -- one step ----------------------------------------------------------------------
@@ -175,14 +187,22 @@ class UBP(Optimizer):
             if comm.size > 1:                        # this layer's gradient, summed over the shards
                 comm.allreduce_sum([delta] + pending, "gradient")
                 pending = []
-            bk.scale(-lam, delta)                    # the SGD update: -lambda grad_x f B
+            if self.v is None:
+                bk.scale(-lam, delta)                # the SGD update: -lambda grad_x f B
+            else:                                    # heavy ball: v <- mu v + g, delta = -lambda v
+                v = self.v[a:c]
+                bk.scale(self.momentum, v)
+                bk.axpy(1.0, delta, v)
+                bk.copy_into(delta, v)
+                bk.scale(-lam, delta)
             if J is not None:
                 self.last_jacobians[t] = J
             if Hs is not None:
                 self.last_hessians[t] = Hs
             if t == bottom:
                 break                                # the input's signal is never used
-            dA = _delta_out(stage, ctx, B, delta, lam)   # rows dW h_i + db (Linear): the output change
+            general = self.v is not None             # delta is not -lambda grad: no Gram forms
+            dA = _delta_out(stage, ctx, B, delta, lam, general)   # rows dW h_i + db (Linear): the output change
             if self.mode == "explicit":
                 C = self._correction_explicit(dA, J, Hs, lctx, n)
             else:
@@ -190,7 +210,7 @@ class UBP(Optimizer):
             C = self._control(t, C, B)
             bk.axpy(1.0, B.reshape(-1), C.reshape(-1))
             Bnext = stage.vjp(ctx, C)                # (B + C) W: plain signal and correction, through W
-            _add_signal_delta(stage, ctx, B, delta, lam, Bnext)   # + B dW: the plain signal through the update
+            _add_signal_delta(stage, ctx, B, delta, lam, Bnext, general)   # + B dW: the plain signal through the update
             B = Bnext
             J, Hs = _through(stage, ctx, J), _through_both(stage, ctx, Hs)   # pre-update grad_z f
 
@@ -201,6 +221,9 @@ class UBP(Optimizer):
         if comm.size > 1:
             loss = float(loss_box[0]) / comm.size
         return loss
+
+    def _vectors(self):
+        return {"v": self.v} if self.v is not None else {}
 
     # -- pieces ---------------------------------------------------------------------------
     def _loss_dvp(self, lctx, V, scale):
@@ -305,19 +328,19 @@ def _through_both(stage, ctx, Hs):
     return np.ascontiguousarray(_through(stage, ctx, np.ascontiguousarray(M.transpose(0, 2, 1))).transpose(0, 2, 1))
 
 
-def _delta_out(stage, ctx, B, delta, lr):
+def _delta_out(stage, ctx, B, delta, lr, general=False):
     """The change of the stage's output for the parameter change delta = -lr grad
     (grad from the signal B): grad_x f delta = jvp(ctx, None, delta), or the
     stage's own cheaper form of it (Linear's Gram product, `ubp_delta_out`)."""
-    own = getattr(stage, "ubp_delta_out", None)
+    own = None if general else getattr(stage, "ubp_delta_out", None)
     return own(ctx, B, delta, lr) if own is not None else stage.jvp(ctx, None, delta)
 
 
-def _add_signal_delta(stage, ctx, B, delta, lr, out):
+def _add_signal_delta(stage, ctx, B, delta, lr, out, general=False):
     """out += (d/dx of grad_z f^T B) delta: the plain signal through the change
     (B dW for Linear), the stage's hvp_z, or its own cheaper form
     (`ubp_add_signal_delta`)."""
-    own = getattr(stage, "ubp_add_signal_delta", None)
+    own = None if general else getattr(stage, "ubp_add_signal_delta", None)
     if own is not None:
         return own(ctx, B, delta, lr, out)
     u = stage.hvp_z(ctx, B, None, delta)
