@@ -111,8 +111,10 @@ CASES += [
     ("centered_cov", st.centered_cov_cuda, (M, V, M), True),
     ("kfac_A", st.kfac_A_cuda, (M, M), True),
     ("kfac_G", st.kfac_G_cuda, (M, M), True),
-    ("running_update_upper", st.running_update_upper_cuda, (M, M, S, S), True),
-    ("running_update_upper_f64", st.running_update_upper_cuda, (D, D, float64, float64), False),
+    ("running_upper", st.running_upper_cuda, (M, M, S, S), True),
+    ("running_upper_f64", st.running_upper_cuda, (D, D, float64, float64), False),
+    ("running_upper_f64_f32", st.running_upper_cuda, (D, M, float64, float64), False),   # device factors
+    ("kfac_bias_running_f64_f32", st.kfac_bias_running_cuda, (D, V, float64, float64), False),
 ]
 KERNEL_MODULES += [so, st]
 # ---- the register-blocked GEMM candidate (issue 18, part 4)

@@ -293,7 +293,7 @@ def test_loads_checkpoint_with_split_A_inverse():
 
 
 @pytest.mark.parametrize("name", ["col_mean_cuda", "centered_cov_cuda", "kfac_A_cuda", "kfac_G_cuda",
-                                  "running_update_upper_cuda"])
+                                  "running_upper_cuda"])
 def test_stats_cuda_kernels_compile_float32_without_float64(name):
     """The @cuda.jit statistics twins compile to PTX (no GPU needed) and a float32
     kernel does no float64 arithmetic."""
@@ -304,7 +304,7 @@ def test_stats_cuda_kernels_compile_float32_without_float64(name):
     from tinynet.kernels import stats as K
     M, V = float32[:, :], float32[:]
     sig = {"col_mean_cuda": (M, V), "centered_cov_cuda": (M, V, M), "kfac_A_cuda": (M, M),
-           "kfac_G_cuda": (M, M), "running_update_upper_cuda": (M, M, float32, float32)}[name]
+           "kfac_G_cuda": (M, M), "running_upper_cuda": (M, M, float32, float32)}[name]
     ptx, _ = cuda.compile_ptx(getattr(K, name).py_func, sig, cc=(8, 0))
     assert not any(op in ptx for op in ("add.f64", "mul.f64", "div.rn.f64", "fma.rn.f64"))
 

@@ -3,8 +3,9 @@ trust region, NNN) on device="cuda" (simulator) equal the same steps on the
 CPU: losses and parameters after 3 updates of a small sigmoid net, float64,
 with the statistics and inverses refreshed inside the run (T = 2). Their
 per-step GEMMs, the KFAC trust-region products and the updates run through
-the CUDA backend; the amortized statistics and inversions go through the host
-on both.
+the CUDA backend; so do KFAC's statistics on "cuda" (factors="auto" keeps them on
+the device, tinynet.optim.device_factors), the other methods' statistics and
+every inversion go through the host on both.
 
 Tolerance 1e-10 relative (the kernels differ from the CPU's BLAS only in
 summation order).

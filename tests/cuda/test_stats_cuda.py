@@ -45,7 +45,7 @@ def test_running_update_upper(dtype):
     rng = np.random.default_rng(2)
     R, S = rng.standard_normal((19, 19)).astype(dtype), rng.standard_normal((17, 17)).astype(dtype)
     dR = cuda.to_device(R)
-    K.running_update_upper_cuda[K.launch_2d(S.shape)](dR, cuda.to_device(S), dtype(0.9), dtype(0.25))
+    K.running_upper_cuda[K.launch_1d(S.size)](dR, cuda.to_device(S), dtype(0.9), dtype(0.25))
     ref = R.copy()
     K.running_update_upper(ref, S, 0.9, 0.25)
     np.testing.assert_allclose(dR.copy_to_host(), ref, **tol(dtype))

@@ -16,6 +16,14 @@ vectors at its pre-activations.
   kfac_A_running(R, H, rho, scale)   R <- rho R + (1 - rho) scale kfac_A(H) on the upper
                         triangle, in one pass over R (the KFAC statistics step)
   symmetric_from_upper(U, out)  out = U's upper triangle mirrored (host, inversions)
+
+Twins for `Backend.launch` (`name_cpu` / `name_cuda`, one CUDA thread per
+written entry), used by the device-resident running factors
+(tinynet/optim/device_factors.py):
+  running_upper(R, S, rho, c)               = running_update_upper
+  col_mean(H, mu)                           mu = col_mean(H), written into mu
+  kfac_bias_running(R, mu, rho, scale)      A's bias column and corner:
+                        R[c, i] <- rho R[c, i] + (1 - rho) scale mu[c], R[i, i] = scale
 """
 import numpy as np
 from numba import njit
@@ -134,10 +142,27 @@ def kfac_A_running(R, H, rho, scale=1.0):
     positions), 1 for a Linear layer."""
     n, i = H.shape
     running_update_upper(R, H.T @ H, rho, scale / n)
-    mu = col_mean(H)                  # the bias column E h
+    kfac_bias_running_cpu(R, col_mean(H), rho, scale)     # the bias column E h
+
+
+@njit(cache=True)
+def kfac_bias_running_cpu(R, mu, rho, scale):
+    """A's bias column in the running average, R[c, i] <- rho R[c, i] + (1 - rho)
+    scale mu[c] (mu = col_mean(H)), and the corner R[i, i] = scale (A's 1,
+    times the KFC share)."""
+    i = mu.shape[0]
     for c in range(i):
         R[c, i] = rho * R[c, i] + (1.0 - rho) * scale * mu[c]
     R[i, i] = scale
+
+
+@njit(cache=True)
+def col_mean_cpu(H, mu):
+    """col_mean written into mu (the Backend.launch form; twin of col_mean_cuda)."""
+    mu[:] = col_mean(H)
+
+
+running_upper_cpu = running_update_upper
 
 
 @njit(cache=True)
@@ -225,10 +250,25 @@ def kfac_G_cuda(B, G):
 
 
 @cuda.jit
-def running_update_upper_cuda(R, S, rho, c):
-    """Upper triangle of R's top-left S-sized block <- rho R + (1 - rho) c S
-    (twin of running_update_upper); one thread per entry, the lower ones idle."""
-    col, r = cuda.grid(2)
+def running_upper_cuda(R, S, rho, c):
+    """running_update_upper for Backend.launch: one thread per entry of S's
+    d x d block (flat index), the lower ones idle. R may be float64 and S the
+    network's float32: the arithmetic is in R's dtype, as on the host."""
+    k = cuda.grid(1)
     d = S.shape[0]
-    if r < d and col < d and col >= r:
-        R[r, col] = rho * R[r, col] + (R.dtype.type(1) - rho) * c * S[r, col]
+    if k < d * d:
+        r = k // d
+        col = k - r * d
+        if col >= r:
+            R[r, col] = rho * R[r, col] + (R.dtype.type(1) - rho) * c * S[r, col]
+
+
+@cuda.jit
+def kfac_bias_running_cuda(R, mu, rho, scale):
+    """Twin of kfac_bias_running_cpu: thread c < i updates R[c, i], thread i sets R[i, i]."""
+    c = cuda.grid(1)
+    i = mu.shape[0]
+    if c < i:
+        R[c, i] = rho * R[c, i] + (R.dtype.type(1) - rho) * scale * mu[c]
+    elif c == i:
+        R[i, i] = scale

@@ -56,6 +56,13 @@ raw sums S_A, S_B, all-reduced as upper triangles (RunningFactors.update_reduced
 the inverses are computed round-robin and broadcast (_invert); the update is
 the all-reduced sum of each rank's share of the preconditioned gradient, with
 q from one more scalar (_update_reduced). Routes are chosen for a rank's rows.
+
+Where the statistics live (`factors`): "host" gathers them on the host in
+float64 (tinynet.optim.stats: kfac_sums, RunningFactors); "device" keeps them
+on the network's backend (tinynet.optim.device_factors: the GEMMs S_A, S_B and
+the running averages there, so only the amortized inversion reads them down);
+"auto" (the default) is "device" on a GPU in one process, "host" otherwise.
+Both compute the same numbers (tests/test_device_factors.py).
 """
 import copy
 
@@ -64,6 +71,7 @@ import numpy as np
 from tinynet.distributed.comm import pack_upper, unpack_upper
 from tinynet.distributed.sharding import sharded
 from tinynet.optim.base import Optimizer, check_range
+from tinynet.optim.device_factors import DeviceRunningFactors, device_kfac_sums
 from tinynet.optim.stats import (RunningFactors, damped_inverse, forward_backward_bk,
                                  kfac_sums, other_stages_sgd, shares)
 from tinynet.optim.trust_region import clip_factor, layer_q
@@ -81,7 +89,7 @@ class KFAC(Optimizer):
     distributable = True     # factor sums, inversions and the update reduced over net.comm (_update_reduced)
 
     def __init__(self, net, lr=1.0, curvature="gn", eps=1e-3, T=100, stats_every=10, rho=0.95,
-                 seed=0, exact=False, kfac_curvature=None, kl_clip=1e-2, route="auto"):
+                 seed=0, exact=False, kfac_curvature=None, kl_clip=1e-2, route="auto", factors="auto"):
         super().__init__(net, lr)
         if kfac_curvature is not None:          # the CLI's --kfac-curvature
             curvature = kfac_curvature
@@ -96,6 +104,11 @@ class KFAC(Optimizer):
             raise ValueError(f"KFAC: kl_clip must be positive (or None / 'none' for no clipping), got {kl_clip}")
         if route not in ("auto", "batch", "gradient"):
             raise ValueError(f"KFAC: route must be 'auto', 'batch' or 'gradient', got {route!r}")
+        if factors not in ("auto", "host", "device"):
+            raise ValueError(f"KFAC: factors must be 'auto', 'host' or 'device', got {factors!r}")
+        if factors == "device" and net.comm.size > 1:
+            raise ValueError("KFAC: factors='device' is single-process; over MPI the factors are "
+                             "reduced on the host (use factors='auto' or 'host')")
         check_range("KFAC", "eps", eps, 0, lo_open=True)
         check_range("KFAC", "T", T, 1, integer=True)
         check_range("KFAC", "stats_every", stats_every, 1, integer=True)
@@ -106,7 +119,10 @@ class KFAC(Optimizer):
         self.kl_clip = None if kl_clip is None else float(kl_clip)
         self.T, self.stats_every, self.exact = int(T), int(stats_every), bool(exact)
         self.rng = np.random.default_rng(seed)
-        self.running = RunningFactors(rho)
+        if factors == "auto":
+            factors = "device" if self.bk.name != "cpu" and net.comm.size == 1 else "host"
+        self.factor_store = factors
+        self.running = DeviceRunningFactors(self.bk, rho) if factors == "device" else RunningFactors(rho)
         self.inverses = {}
         self.dampings = {}       # Kronecker index -> (pi sqrt(eps), sqrt(eps)/pi) of the current inverses
         self._grad = self.bk.zeros(net.n_params, net.dtype)
@@ -250,7 +266,10 @@ class KFAC(Optimizer):
         loss, ctxs, lctx, Bs = forward_backward_bk(net, X, Y, self._grad, by_grad)
         if self.k % self.stats_every == 0:
             # sampled rows: each rank draws its shard's rows of one process's draw
-            sums = kfac_sums(net, ctxs, lctx, self.curvature, sharded(self.rng, comm), self.exact)
+            if self.factor_store == "device":
+                sums = device_kfac_sums(net, ctxs, lctx, self.curvature, self.rng, self.exact)
+            else:
+                sums = kfac_sums(net, ctxs, lctx, self.curvature, sharded(self.rng, comm), self.exact)
             self.running.update(sums, self._shares, comm)
         if self.k % self.T == 0 or not self.inverses:
             self._invert(comm)

@@ -1,0 +1,66 @@
+"""KFAC's device-resident statistics (tinynet.optim.device_factors) on
+device="cuda": the same steps as the host statistics on the CPU, and a
+statistics step that moves no matrix between host and device (the sampled
+GN rows of an MSE net are the one upload; the empirical Fisher's rows none)."""
+import numpy as np
+import pytest
+
+from test_train_cuda import _Transfers
+from tinynet.layers import Linear, Sigmoid, Tanh
+from tinynet.losses import MSELoss, SoftmaxCrossEntropyLoss
+from tinynet.network import Sequential
+from tinynet.optim import KFAC
+from tinynet.optim.device_factors import DeviceRunningFactors
+
+pytestmark = pytest.mark.cudasim
+
+
+def _net(loss, dtype, device):
+    return Sequential([Linear(6, 5), Sigmoid(), Linear(5, 4), Tanh(), Linear(4, 3)], loss(), dtype=dtype,
+                      seed=2, device=device)
+
+
+def _data(loss, n=6, seed=0):
+    r = np.random.default_rng(seed)
+    X = r.standard_normal((n, 6))
+    return X, (r.integers(0, 3, n) if loss is SoftmaxCrossEntropyLoss else r.standard_normal((n, 3)))
+
+
+@pytest.mark.parametrize("loss, curvature", [(MSELoss, "gn"), (SoftmaxCrossEntropyLoss, "empirical")],
+                         ids=["mse-gn", "softmax-empirical"])
+def test_device_statistics_equal_cpu_host_statistics(loss, curvature):
+    out = {}
+    for device in ("cpu", "cuda"):
+        net = _net(loss, np.float64, device)
+        opt = KFAC(net, 0.5, curvature=curvature, eps=1e-2, T=2, stats_every=1, seed=1)
+        assert opt.factor_store == ("device" if device == "cuda" else "host")
+        losses = [opt.step(*_data(loss, seed=s)) for s in range(4)]
+        out[device] = (np.array(losses), net.get_flat(), opt.factors)
+    assert isinstance(opt.running, DeviceRunningFactors)
+    np.testing.assert_allclose(out["cuda"][0], out["cpu"][0], rtol=1e-10)
+    np.testing.assert_allclose(out["cuda"][1], out["cpu"][1], rtol=1e-10, atol=1e-12)
+    for i, (A, G) in out["cpu"][2].items():
+        np.testing.assert_allclose(out["cuda"][2][i][0], A, rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(out["cuda"][2][i][1], G, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("loss, curvature, uploads", [(MSELoss, "gn", 1), (SoftmaxCrossEntropyLoss, "empirical", 0)],
+                         ids=["mse-gn", "softmax-empirical"])
+def test_statistics_step_moves_no_matrix(monkeypatch, loss, curvature, uploads):
+    """Step 2 gathers statistics (stats_every=2) without inverting (T=100);
+    step 3 does neither: the first may copy only `uploads` more arrays to the
+    device than the second, and nothing more back."""
+    net = _net(loss, np.float32, "cuda")
+    opt = KFAC(net, 0.1, curvature=curvature, eps=0.1, T=100, stats_every=2)
+    X, Y = _data(loss)
+    dX, dY = net.bk.asarray(X, np.float32), net.bk.asarray(net.loss_stage.prepare_targets(Y, 3, np.float32))
+    opt.step(dX, dY)
+    opt.step(dX, dY)
+    counts = []
+    for _ in range(2):
+        t = _Transfers(monkeypatch, type(dX))
+        opt.step(dX, dY)
+        counts.append((t.h2d, t.d2h))
+        monkeypatch.undo()
+    (h_stats, d_stats), (h_plain, d_plain) = counts
+    assert (h_stats - h_plain, d_stats - d_plain) == (uploads, 0)
