@@ -35,3 +35,39 @@ def test_ubp_cuda_equals_cpu(net_id, curvature, mode):
     np.testing.assert_allclose(l_gpu, l_cpu, rtol=1e-10)
     np.testing.assert_allclose(x_gpu, x_cpu, rtol=1e-10, atol=1e-12)
     assert r_gpu == pytest.approx(r_cpu, rel=1e-9) and r_cpu > 0
+
+
+def test_ubp_momentum_cuda_equals_cpu():
+    out = {}
+    for device in ("cpu", "cuda"):
+        stages, loss = NETS["tanh-mse"]
+        net = Sequential(stages(), loss(), dtype=np.float64, seed=2, device=device, alpha=3.0)
+        rng = np.random.default_rng(0)
+        opt = UBP(net, 0.3, momentum=0.9)
+        losses = [opt.step(rng.standard_normal((4, 5)), rng.standard_normal((4, 3))) for _ in range(3)]
+        out[device] = (np.array(losses), net.get_flat())
+    np.testing.assert_allclose(out["cuda"][0], out["cpu"][0], rtol=1e-10)
+    np.testing.assert_allclose(out["cuda"][1], out["cpu"][1], rtol=1e-10, atol=1e-12)
+
+
+def test_softmax_d_product_stays_on_the_device(monkeypatch):
+    """The correction's D_i v for the softmax cross-entropy is the loss's device
+    kernel: a UBP step of a softmax net copies as many arrays between host and
+    device as the same net with MSE, whose D = 2I never needed the host."""
+    from test_train_cuda import _Transfers
+    counts = {}
+    for loss in (MSELoss, SoftmaxCrossEntropyLoss):
+        net = Sequential([Linear(5, 4), Tanh(), Linear(4, 3), Tanh(), Linear(3, 3)], loss(), dtype=np.float32,
+                         seed=2, device="cuda")
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((4, 5)).astype(np.float32)
+        Y = net.loss_stage.prepare_targets(rng.integers(0, 3, 4) if loss is SoftmaxCrossEntropyLoss
+                                           else rng.standard_normal((4, 3)), 3, np.float32)
+        dX, dY = net.bk.asarray(X), net.bk.asarray(Y)
+        opt = UBP(net, 0.05)
+        opt.step(dX, dY)
+        t = _Transfers(monkeypatch, type(dX))
+        opt.step(dX, dY)
+        counts[loss.__name__] = (t.h2d, t.d2h)
+        monkeypatch.undo()
+    assert counts["SoftmaxCrossEntropyLoss"] == counts["MSELoss"]

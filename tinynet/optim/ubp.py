@@ -90,7 +90,6 @@ batch (two numbers per layer).
 import numpy as np
 
 from tinynet.layers.activation import Activation
-from tinynet.losses.mse import MSELoss
 from tinynet.optim.base import Optimizer, check_range
 
 CURVATURES = ("gn", "exact")
@@ -227,13 +226,10 @@ class UBP(Optimizer):
 
     # -- pieces ---------------------------------------------------------------------------
     def _loss_dvp(self, lctx, V, scale):
-        """scale * rows D_i V_i, on the backend (MSE: D = 2I without a host trip)."""
-        bk, loss = self.bk, self.net.loss_stage
-        if isinstance(loss, MSELoss):
-            out = bk.copy(V)
-            bk.scale(2.0 * scale, out.reshape(-1))
-            return out
-        return bk.asarray(np.asarray(loss.hess_f_vp(lctx, V)) * scale, self.net.dtype)
+        """scale * rows D_i V_i on the backend: the loss stage's hvp_z, (b/n) D_i V_i
+        with b = scale n (its device kernel for MSE, BCE and softmax CE; a host
+        fallback only for a loss without one)."""
+        return self.net.loss_stage.hvp_z(lctx, scale * lctx[0].shape[0], V)
 
     def _correction_matrix_free(self, t, dA, ctxs, lctx, w2, n):
         """C = rows H_i dA_i / n: jvp up from a_l, D, vjp back down (R-op for exact)."""
