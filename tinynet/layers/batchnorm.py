@@ -31,6 +31,7 @@ one process computes on the whole batch.
 """
 import numpy as np
 
+from tinynet.kernels import batchnorm2d as K
 from tinynet.layers.base import Stage
 
 
@@ -66,6 +67,10 @@ class _BatchNormBase(Stage):
     def bind(self, bk, theta):
         self.bk = bk
         self.theta = theta
+        d = self.d
+        self.gamma = theta[:d] if self.has_scale else bk.asarray(np.ones(d, dtype=theta.dtype))
+        self.beta = theta[d:] if self.has_scale else theta
+        self._zeros = bk.zeros(d, theta.dtype)      # mean-only: no scale grad, no xhat coupling term
 
     def _host_params(self):
         p = np.asarray(self.bk.to_host(self.theta))
@@ -75,81 +80,113 @@ class _BatchNormBase(Stage):
 
     def _check(self, z):
         if z.ndim != 2 or z.shape[1] != self.d:
-            raise ValueError(f"{self!r}: input must have shape (n, {self.d}), got {z.shape}")
+            raise ValueError(f"{self!r}: input must have shape (n, {self.d}), got {tuple(z.shape)}")
 
+    # The per-step work is BatchNorm2d's kernel pairs (tinynet.kernels.batchnorm2d)
+    # with one position per channel (P = 1), through bk.launch, on the network's
+    # device; mean-only batch norm is the same maps with gamma = s = 1 and no
+    # xhat term in the centering (svx = 0). Only the running statistics
+    # (d-vectors) live on the host.
     def forward(self, z):
-        zh = np.asarray(self.bk.to_host(z))
-        self._check(zh)
-        n = zh.shape[0]
+        bk, d = self.bk, self.d
+        self._check(z)
+        n, dt = z.shape[0], z.dtype
         if self.training:
             if n < 2:
                 raise ValueError(f"{self!r}: batch statistics need at least 2 examples in training mode")
             N = n * self.comm.size              # the global batch
-            mu, = self._batch_means(zh)
-            var = self._batch_means((zh - mu) ** 2)[0] if self.has_scale else np.zeros(self.d)
+            if self.comm.size > 1:
+                mu, var, s = self._global_stats(z)
+            else:
+                mu, var, s = bk.empty(d, dt), bk.empty(d, dt), bk.empty(d, dt)
+                bk.launch(K, "channel_stats", d, z, mu, var, s, dt.type(self.eps), 1, nbytes=2 * z.nbytes)
             m = self.momentum
-            self.running_mean = (1 - m) * self.running_mean + m * mu
+            self.running_mean = (1 - m) * self.running_mean + m * np.asarray(bk.to_host(mu), dtype=np.float64)
             if self.has_scale:
-                self.running_var = (1 - m) * self.running_var + m * var * N / (N - 1)
+                self.running_var = (1 - m) * self.running_var \
+                    + m * np.asarray(bk.to_host(var), dtype=np.float64) * N / (N - 1)
         else:
-            mu, var = self.running_mean.astype(zh.dtype), self.running_var.astype(zh.dtype)
-        s = np.sqrt(var + self.eps) if self.has_scale else np.ones(self.d, dtype=zh.dtype)
-        xhat = (zh - mu) / s
-        gamma, beta = self._host_params()
-        out = gamma * xhat + beta
-        return self.bk.asarray(out.astype(zh.dtype)), (xhat, s, bool(self.training))
+            mu = bk.asarray(self.running_mean.astype(dt))
+            s = bk.asarray(np.sqrt(self.running_var.astype(dt) + dt.type(self.eps)))
+        if not self.has_scale:
+            s = self.gamma                      # ones (bind)
+        Xhat, out = bk.empty(z.shape, dt), bk.empty(z.shape, dt)
+        bk.launch(K, "bn_forward", z.size, z, mu, s, self.gamma, self.beta, Xhat, out, 1, nbytes=3 * z.nbytes)
+        return out, (Xhat, s, bool(self.training))
 
-    def _center(self, v, xhat, coupled):
-        """The batch-statistics part of the Jacobian (self-adjoint):
-        v - mean(v) - xhat mean(v xhat) (full), v - mean(v) (mean-only)."""
-        if not coupled:
-            return v
-        if self.comm.size > 1:               # both means in one all-reduce (mean(xhat) = 0)
-            m1, m2 = self._batch_means(v, v * xhat)
-            return v - m1 - xhat * m2 if self.has_scale else v - m1
-        v = v - v.mean(axis=0)
-        if self.has_scale:
-            v = v - xhat * (v * xhat).mean(axis=0)
-        return v
+    def _global_stats(self, z):
+        """Data-parallel: mu, var, s over every rank's rows (two passes on the host,
+        each one all-reduce of d numbers, "batchnorm")."""
+        bk, comm = self.bk, self.comm
+        zh = np.asarray(bk.to_host(z))
+        mu, = self._batch_means(zh)
+        var = self._batch_means((zh - mu) ** 2)[0] if self.has_scale else np.zeros(self.d, zh.dtype)
+        dt = zh.dtype
+        return bk.asarray(mu.astype(dt)), bk.asarray(var.astype(dt)), bk.asarray(np.sqrt(var + self.eps).astype(dt))
 
     def _batch_means(self, *arrays):
-        """Column means over the batch: this process's rows, or all ranks' rows."""
-        comm = self.comm
-        if comm.size == 1:
-            return [a.mean(axis=0) for a in arrays]
+        """Column means over every rank's rows (host arrays, one all-reduce)."""
         sums = [np.ascontiguousarray(a.sum(axis=0)) for a in arrays]
-        comm.allreduce_sum(sums, "batchnorm")
-        N = arrays[0].shape[0] * comm.size
+        self.comm.allreduce_sum(sums, "batchnorm")
+        N = arrays[0].shape[0] * self.comm.size
         return [(t / N).astype(a.dtype) for t, a in zip(sums, arrays)]
 
+    def _center_scale(self, ctx, V, sv=None, svx=None):
+        """gamma/s (V - mean(V) - xhat mean(V xhat)) in training (no xhat term for
+        mean-only), gamma/s V in evaluation; sv, svx the column sums of V and
+        V xhat when the caller has them."""
+        bk, d = self.bk, self.d
+        Xhat, s, coupled = ctx
+        if coupled:
+            if sv is None:
+                sv, svx = bk.empty(d, V.dtype), bk.empty(d, V.dtype)
+                bk.launch(K, "channel_sums", d, V, Xhat, sv, svx, 1, nbytes=2 * V.nbytes)
+            if self.comm.size > 1:
+                both = np.concatenate([np.asarray(bk.to_host(sv)), np.asarray(bk.to_host(svx))])
+                self.comm.allreduce_sum([both], "batchnorm")
+                sv, svx = bk.asarray(both[:d].copy()), bk.asarray(both[d:].copy())
+            if not self.has_scale:
+                svx = self._zeros
+            inv_m = V.dtype.type(1.0 / (V.shape[0] * self.comm.size))
+        else:
+            sv = svx = self._zeros
+            inv_m = V.dtype.type(0.0)
+        out = bk.empty(V.shape, V.dtype)
+        bk.launch(K, "bn_center_scale", V.size, V, Xhat, self.gamma, s, sv, svx, out, inv_m, 1,
+                  nbytes=3 * V.nbytes)
+        return out
+
     def vjp(self, ctx, b_out, grad=None, need_b_in=True):
-        xhat, s, coupled = ctx
-        b = np.asarray(self.bk.to_host(b_out))
-        if grad is not None:
-            g = b.sum(axis=0)
-            flat = np.concatenate([(b * xhat).sum(axis=0), g]) if self.has_scale else g
-            self.bk.copy_into(grad, self.bk.asarray(flat.astype(b.dtype)))
+        bk, d = self.bk, self.d
+        Xhat = ctx[0]
+        sv = svx = None
+        if grad is not None:       # grad gamma = sum b xhat, grad beta = sum b (column sums)
+            sv, svx = (grad[d:], grad[:d]) if self.has_scale else (grad, bk.empty(d, b_out.dtype))
+            bk.launch(K, "channel_sums", d, b_out, Xhat, sv, svx, 1, nbytes=2 * b_out.nbytes)
         if not need_b_in:
             return None
-        gamma, _ = self._host_params()
-        return self.bk.asarray(self._center(b * gamma / s, xhat, coupled).astype(b.dtype))
+        return self._center_scale(ctx, b_out, sv, svx)
 
     def jvp(self, ctx, dz_in, dx):
-        xhat, s, coupled = ctx
-        gamma, _ = self._host_params()
-        out = np.zeros_like(xhat)
+        bk, d = self.bk, self.d
+        Xhat = ctx[0]
+        out = None
         if dz_in is not None:
-            out += gamma * self._center(np.asarray(self.bk.to_host(dz_in)) / s, xhat, coupled)
+            out = self._center_scale(ctx, dz_in)
         if dx is not None:
-            dxh = np.asarray(self.bk.to_host(dx))
-            if self.has_scale:
-                out += dxh[:self.d] * xhat + dxh[self.d:]
-            else:
-                out += dxh
-        return self.bk.asarray(out)
+            if out is None:
+                out = bk.empty(Xhat.shape, Xhat.dtype)
+            a, b = (dx[:d], dx[d:]) if self.has_scale else (self._zeros, dx)
+            bk.launch(K, "bn_affine", Xhat.size, Xhat, a, b, out, 1, dz_in is not None, nbytes=3 * Xhat.nbytes)
+        if out is None:
+            return bk.zeros(Xhat.shape, Xhat.dtype)
+        return out
+
+    def _host_ctx(self, ctx):
+        return np.asarray(self.bk.to_host(ctx[0])), np.asarray(self.bk.to_host(ctx[1])), ctx[2]
 
     def jac_x(self, ctx):
-        xhat = ctx[0]
+        xhat = self._host_ctx(ctx)[0]
         n, d = xhat.shape
         J = np.zeros((n, d, self.n_params), dtype=xhat.dtype)
         r = np.arange(d)
@@ -161,7 +198,7 @@ class _BatchNormBase(Stage):
         return J
 
     def jac_z(self, ctx):
-        xhat, s, coupled = ctx
+        xhat, s, coupled = self._host_ctx(ctx)
         if coupled:
             raise NotImplementedError(
                 f"{self!r} in training mode couples the examples of a batch (through the batch "
@@ -175,7 +212,7 @@ class _BatchNormBase(Stage):
 
     def jac_z_batch(self, ctx):
         """d out[m, j] / d z[n, k] as (n, d, n, d), coupling included."""
-        xhat = ctx[0]
+        xhat = self._host_ctx(ctx)[0]
         n, d = xhat.shape
         J = np.zeros((n, d, n, d), dtype=xhat.dtype)
         for a in range(n):
