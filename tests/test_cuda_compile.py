@@ -45,6 +45,7 @@ CASES = [
     ("append_ones", la.append_ones_cuda, (M, M), True),
     ("axpy", la.axpy_cuda, (S, V, V), True),
     ("scale", la.scale_cuda, (S, V), True),
+    ("fill", la.fill_cuda, (V, S), True),
     ("dot", la.dot_cuda, (V, V, float64[:]), False),
     ("mse", ls.mse_cuda, (M, M, S, V, M), False),
     ("bce", ls.bce_cuda, (M, M, S, S, V, M), False),

@@ -72,6 +72,39 @@ def test_cg_checks_shapes():
         conjugate_gradient(lambda v: v[:1], np.ones(3))
 
 
+@pytest.mark.parametrize("keep", [False, True])
+def test_cg_on_backend_vectors_equals_host_cg(keep):
+    """bk=CPU backend: the same iterates as the host path (its dot products
+    differ only in summation order, which 12 iterations at condition 100
+    amplify to ~1e-11), warm start and kept iterates included."""
+    from tinynet.backend import get_backend
+    A, b = spd(20, seed=3), np.random.default_rng(4).standard_normal(20)
+    x0 = 0.1 * np.ones(20)
+    kw = dict(x0=x0, max_iters=12, progress_tol=1e-3, keep_iterates=keep)
+    host = conjugate_gradient(lambda v: A @ v, b, **kw)
+    dev = conjugate_gradient(lambda v: A @ v, b, bk=get_backend("cpu"), **kw)
+    assert (dev.iters, dev.stop) == (host.iters, host.stop)
+    np.testing.assert_allclose(dev.x, host.x, rtol=1e-9, atol=1e-12)   # CG amplifies the rounding
+    assert dev.phi == pytest.approx(host.phi, rel=1e-10)
+    assert [i for i, _ in dev.iterates] == [i for i, _ in host.iterates]
+
+
+@pytest.mark.parametrize("kind", ["gvp", "hvp", "fvp"])
+def test_linearized_product_equals_the_one_shot_product(kind):
+    """HF's CG reuses one forward pass for all its products."""
+    from tinynet import curvature as cv
+    from tinynet.curvature.products import linearized_product
+    net = ce_net()
+    X, Y = batch(net, 7)
+    C = linearized_product(net, X, Y, kind)
+    for s in range(3):
+        v = np.random.default_rng(s).standard_normal(net.n_params)
+        ref = getattr(cv, kind)(net, X, None if kind == "fvp" else Y, v)
+        np.testing.assert_allclose(C(v), ref, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="kind"):
+        linearized_product(net, X, Y, "jvp")
+
+
 # -- Hessian-free ------------------------------------------------------------------------
 
 

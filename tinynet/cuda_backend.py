@@ -121,7 +121,12 @@ class CUDABackend(Backend):
         return cuda.device_array(shape, dtype=dtype)
 
     def zeros(self, shape, dtype):
-        return cuda.to_device(np.zeros(shape, dtype=dtype))
+        """Zeros written on the device (fill kernel): no host array is uploaded."""
+        out = cuda.device_array(shape, dtype=dtype)
+        if out.size:
+            flat = out.reshape(out.size)
+            self._launch("fill", _la.fill_cuda, out.size, (flat, flat.dtype.type(0)), nbytes=out.nbytes)
+        return out
 
     def asarray(self, a, dtype=None):
         """Host array -> device array (C-contiguous, given dtype). A device

@@ -61,8 +61,13 @@ def hvp(net, X, Y, v):
     X, Y = check_batch(net, X, Y, "hvp")
     require(net, ("hvp_x", "hvp_z"), "hvp")
     v = _direction(net, v, "hvp")
-    bk, layers = net.bk, net.layers
     ctxs, lctx, _ = linearize(net, X, Y)
+    return _hvp_at(net, ctxs, lctx, v)
+
+
+def _hvp_at(net, ctxs, lctx, v):
+    """hvp from a linearization (ctxs, lctx) at the current parameters."""
+    bk, layers = net.bk, net.layers
     dzs, dz_out = _forward_tangents(net, ctxs, v)
     out = bk.zeros(net.n_params, net.dtype)
     first = first_param_stage(net)
@@ -89,6 +94,11 @@ def _outer_product(net, X, Y, v, fisher, who):
     X, Y = check_batch(net, X, Y, who)
     v = _direction(net, v, who)
     ctxs, lctx, _ = linearize(net, X, Y)
+    return _outer_at(net, ctxs, lctx, v, fisher)
+
+
+def _outer_at(net, ctxs, lctx, v, fisher):
+    """J^T (1/n) D J v from a linearization (ctxs, lctx) at the current parameters."""
     _, dz_out = _forward_tangents(net, ctxs, v)                  # J v
     u = net.loss_stage.hvp_z(lctx, 1.0, dz_out, fisher=fisher)   # (1/n) D J v
     out = net.bk.zeros(net.n_params, net.dtype)
@@ -111,3 +121,25 @@ def fvp(net, X, Y, v):
     X, _ = check_batch(net, X, None, "fvp")
     Yd = np.zeros((X.shape[0], net.n_out))     # D(f) reads only the outputs
     return _outer_product(net, X, Yd, v, True, "fvp")
+
+
+def linearized_product(net, X, Y, kind):
+    """v -> C v (backend (P,) vectors) for C = H ("hvp"), G ("gvp") or the Fisher
+    ("fvp") of the batch (X, Y) at the current parameters, with the forward pass
+    done once here and reused by every product (the inner loop of truncated
+    Newton / Hessian-free CG, where the parameters stay fixed). The closure is
+    valid while the parameters equal those at the call; v must already be a
+    backend vector of the net's dtype."""
+    if kind not in ("hvp", "gvp", "fvp"):
+        raise ValueError(f"linearized_product: kind must be 'hvp', 'gvp' or 'fvp', got {kind!r}")
+    if kind == "fvp":
+        X, _ = check_batch(net, X, None, kind)
+        Y = np.zeros((X.shape[0], net.n_out))
+    else:
+        X, Y = check_batch(net, X, Y, kind)
+    if kind == "hvp":
+        require(net, ("hvp_x", "hvp_z"), "hvp")
+    ctxs, lctx, _ = linearize(net, X, Y)
+    if kind == "hvp":
+        return lambda v: _hvp_at(net, ctxs, lctx, v)
+    return lambda v: _outer_at(net, ctxs, lctx, v, kind == "fvp")

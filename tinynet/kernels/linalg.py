@@ -279,6 +279,13 @@ def scale_cuda(a, x):
 
 
 @cuda.jit
+def fill_cuda(x, v):
+    """x[:] = v (flat): device-side zeros, no host buffer uploaded."""
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        x[i] = v
+
+
+@cuda.jit
 def dot_cuda(x, y, partial):
     """partial[b] = the float64 sum of x[i] y[i] over the entries block b visits
     (grid-stride), reduced as a tree in shared memory; the caller adds the

@@ -71,7 +71,11 @@ class HessianPreconditioner(DirectionOptimizer):
             if info["min_eig"] is not None:
                 self.metrics["min_eig"] = info["min_eig"]
         else:
-            Hv = curvature_product(self.net, X, Y, "hessian")
+            bk, dt = self.bk, self.net.dtype
+            Hv_bk = curvature_product(self.net, X, Y, "hessian")          # backend vectors
+
+            def Hv(v):                                                     # host, as this direction is
+                return np.asarray(bk.to_host(Hv_bk(bk.asarray(v, dt))), dtype=v.dtype)
             res = conjugate_gradient(lambda v: Hv(v) + self.eps * v, -g, max_iters=self.cg_iters,
                                      tol=self.cg_tol)
             d = res.x if np.any(res.x) else -g

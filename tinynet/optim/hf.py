@@ -37,14 +37,12 @@ HF_CURVATURES = ("gn", "hessian")
 
 
 def curvature_product(net, X, Y, curvature):
-    """v (host, p) -> C v (host float array of v's dtype) for C the minibatch
-    GN matrix ("gn") or Hessian ("hessian"), from tinynet.curvature."""
-    from tinynet import curvature as cv
-    fn = {"gn": cv.gvp, "hessian": cv.hvp}[curvature]
-
-    def product(v):
-        return np.asarray(net.bk.to_host(fn(net, X, Y, v)), dtype=v.dtype)
-    return product
+    """v -> C v on the backend (flat vectors of the net's dtype) for C the
+    minibatch GN matrix ("gn") or Hessian ("hessian") at the current
+    parameters, from tinynet.curvature: the forward pass once, then one
+    forward-mode and one reverse pass per product."""
+    from tinynet.curvature.products import linearized_product
+    return linearized_product(net, X, Y, {"gn": "gvp", "hessian": "hvp"}[curvature])
 
 
 class HessianFree(Optimizer):
@@ -83,40 +81,54 @@ class HessianFree(Optimizer):
         self.warm_start, self.backtrack, self.line_search = float(warm_start), bool(backtrack), bool(line_search)
         self.adapt_damping, self.curvature_fraction = bool(adapt_damping), float(curvature_fraction)
         self.min_damping = float(min_damping)
-        self.p_prev = np.zeros(net.n_params, dtype=net.dtype)
+        self.p_prev = self.bk.zeros(net.n_params, net.dtype)   # the last CG solution
         self.last_cg = None
 
     def state_dict(self):
-        return {**super().state_dict(), "damping": self.damping, "p_prev": self.p_prev.copy()}
+        return {**super().state_dict(), "damping": self.damping,
+                "p_prev": np.array(self.bk.to_host(self.p_prev), copy=True)}
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
         self.damping = float(state["damping"])
-        self.p_prev = np.array(state["p_prev"], dtype=self.net.dtype)
+        self.p_prev = self.bk.asarray(np.array(state["p_prev"], dtype=self.net.dtype))
 
     def _loss_at(self, theta0, p, alpha=1.0):
-        self.net.set_flat(theta0 + alpha * p)
+        bk, theta = self.bk, self.net.theta
+        bk.copy_into(theta, theta0)
+        bk.axpy(alpha, p, theta)
         return float(self.net.loss(self._X, self._Y))
 
     def step(self, X, Y):
-        net = self.net
+        # every vector (g, the CG iterates, theta0) stays on the network's
+        # device; what crosses to the host is the dot products' scalars and losses
+        net, bk = self.net, self.bk
         f0, gb = net.loss_and_gradient(X, Y)
         f0 = float(f0)
-        g = np.array(self.bk.to_host(gb), copy=True)
-        theta0 = net.get_flat()
+        g = bk.copy(gb)
+        theta0 = bk.copy(net.theta)
         self._X, self._Y = X, Y
         n = X.shape[0] if hasattr(X, "shape") else len(X)       # host or device batch
         m = max(1, math.ceil(self.curvature_fraction * n))
         Cv = curvature_product(net, X[:m], Y[:m], self.curvature)
         lam = self.damping
 
-        x0 = self.warm_start * self.p_prev if self.warm_start > 0 and np.any(self.p_prev) else None
-        res = conjugate_gradient(lambda v: Cv(v) + lam * v, -g, x0=x0, max_iters=self.cg_iters,
-                                 tol=self.cg_tol, progress_tol=self.progress_tol,
-                                 keep_iterates=self.backtrack)
+        def damped(v):
+            out = Cv(v)
+            bk.axpy(lam, v, out)
+            return out
+
+        minus_g = bk.copy(g)
+        bk.scale(-1.0, minus_g)
+        x0 = None
+        if self.warm_start > 0 and bk.dot(self.p_prev, self.p_prev) > 0:
+            x0 = bk.copy(self.p_prev)
+            bk.scale(self.warm_start, x0)
+        res = conjugate_gradient(damped, minus_g, x0=x0, max_iters=self.cg_iters, tol=self.cg_tol,
+                                 progress_tol=self.progress_tol, keep_iterates=self.backtrack, bk=bk)
         p, back_i, f1 = res.x, res.iters, None
-        if not np.any(p):                       # negative curvature at the start
-            p = -g                              # steepest descent; the line search sizes it
+        if bk.dot(p, p) == 0:                   # negative curvature at the start
+            p = minus_g                         # steepest descent; the line search sizes it
         elif self.backtrack and len(res.iterates) > 1:
             # walk back over the kept iterates while the loss keeps decreasing
             its = res.iterates
@@ -128,13 +140,14 @@ class HessianFree(Optimizer):
                     break
                 best_i, best_p, best_f = i, pi, fi
             p, back_i, f1 = best_p, best_i, best_f
-        self.p_prev = np.array(res.x, dtype=net.dtype, copy=True)
+        self.p_prev = bk.copy(res.x)
 
         if f1 is None:
             f1 = self._loss_at(theta0, p)
-        net.set_flat(theta0)                    # C is the curvature at θ, not at θ + p
+        bk.copy_into(net.theta, theta0)         # C is the curvature at θ, not at θ + p
         Cp = Cv(p)
-        q = float(g @ p) + 0.5 * float(p @ Cp)
+        gp = float(bk.dot(g, p))
+        q = gp + 0.5 * float(bk.dot(p, Cp))
         rho = (f1 - f0) / q if q < 0 else float("nan")   # q >= 0: the model predicts no decrease
         if self.adapt_damping:
             if not rho >= 0.25:
@@ -145,7 +158,6 @@ class HessianFree(Optimizer):
 
         alpha = self.lr
         if self.line_search:
-            gp = float(g @ p)
             f_alpha = self._loss_at(theta0, p, alpha) if alpha != 1.0 else f1
             tries = 0
             while not (math.isfinite(f_alpha) and f_alpha <= f0 + 1e-2 * alpha * gp):
@@ -155,7 +167,8 @@ class HessianFree(Optimizer):
                     break
                 alpha *= 0.8
                 f_alpha = self._loss_at(theta0, p, alpha)
-        net.set_flat(theta0 + alpha * p)
+        bk.copy_into(net.theta, theta0)
+        bk.axpy(alpha, p, net.theta)
         self._X = self._Y = None
         self.k += 1
         self.last_cg = res
