@@ -146,6 +146,15 @@ CASES += [
 ]
 KERNEL_MODULES += [edk]
 
+# ---- KFAC's curvature rows on the device (issue 18 part 4): float64 on purpose,
+# as the host path they replace (probabilities cast to float64)
+from tinynet.kernels import sampling as smp  # noqa: E402
+CASES += [
+    ("softmax_sqrt_d_rows", smp.softmax_sqrt_d_rows_cuda, (M, M, D, M), False),
+    ("softmax_sample", smp.softmax_sample_cuda, (M, float64[:], M), False),
+]
+KERNEL_MODULES += [smp]
+
 _F64_OP = re.compile(r"^\s*[a-z][\w.]*\.f64\b", re.M)   # an instruction on f64 operands
 
 

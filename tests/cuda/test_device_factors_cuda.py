@@ -1,7 +1,7 @@
 """KFAC's device-resident statistics (tinynet.optim.device_factors) on
 device="cuda": the same steps as the host statistics on the CPU, and a
-statistics step that moves no matrix between host and device (the sampled
-GN rows of an MSE net are the one upload; the empirical Fisher's rows none)."""
+statistics step that moves no matrix between host and device (the random
+numbers of sampled rows are the one upload; the empirical Fisher's rows none)."""
 import numpy as np
 import pytest
 
@@ -26,8 +26,9 @@ def _data(loss, n=6, seed=0):
     return X, (r.integers(0, 3, n) if loss is SoftmaxCrossEntropyLoss else r.standard_normal((n, 3)))
 
 
-@pytest.mark.parametrize("loss, curvature", [(MSELoss, "gn"), (SoftmaxCrossEntropyLoss, "empirical")],
-                         ids=["mse-gn", "softmax-empirical"])
+@pytest.mark.parametrize("loss, curvature", [(MSELoss, "gn"), (SoftmaxCrossEntropyLoss, "empirical"),
+                                             (SoftmaxCrossEntropyLoss, "gn"), (SoftmaxCrossEntropyLoss, "fisher")],
+                         ids=["mse-gn", "softmax-empirical", "softmax-gn", "softmax-fisher"])
 def test_device_statistics_equal_cpu_host_statistics(loss, curvature):
     out = {}
     for device in ("cpu", "cuda"):
@@ -44,8 +45,10 @@ def test_device_statistics_equal_cpu_host_statistics(loss, curvature):
         np.testing.assert_allclose(out["cuda"][2][i][1], G, rtol=1e-10, atol=1e-13)
 
 
-@pytest.mark.parametrize("loss, curvature, uploads", [(MSELoss, "gn", 1), (SoftmaxCrossEntropyLoss, "empirical", 0)],
-                         ids=["mse-gn", "softmax-empirical"])
+@pytest.mark.parametrize("loss, curvature, uploads", [(MSELoss, "gn", 1), (SoftmaxCrossEntropyLoss, "empirical", 0),
+                                                      (SoftmaxCrossEntropyLoss, "gn", 1),
+                                                      (SoftmaxCrossEntropyLoss, "fisher", 1)],
+                         ids=["mse-gn", "softmax-empirical", "softmax-gn", "softmax-fisher"])
 def test_statistics_step_moves_no_matrix(monkeypatch, loss, curvature, uploads):
     """Step 2 gathers statistics (stats_every=2) without inverting (T=100);
     step 3 does neither: the first may copy only `uploads` more arrays to the

@@ -19,17 +19,21 @@ with m the rows of H (n for Linear, n x positions for Conv2d) and share the
 rows per example (KFC's scaling). The first batch initializes (rho = 0).
 
 The curvature rows at the output (stats.curvature_rows): "empirical" is the
-loss's own scaled gradient, already on the device; "gn" for MSE is sqrt(2) eps
-with eps drawn on the host from the optimizer's generator (the same draws as
-the host twin) and uploaded (one n x k copy to the device, no round trip). The
-other losses' GN rows (softmax, BCE: S_n from the probabilities) and the
-Monte-Carlo Fisher's sampled targets are still formed on the host from the
-outputs and uploaded: a device-side sampler is not written.
+loss's own scaled gradient, already on the device. The random numbers of the
+sampled rows are drawn on the host from the optimizer's generator (the same
+draws as the host twin) and uploaded, one copy to the device and no round
+trip: "gn" for MSE is sqrt(2) eps; for the softmax cross-entropy "gn" is
+S_n eps_n and "fisher" the gradient at targets drawn from softmax(f) by
+uniforms, both formed on the device from the probabilities
+(tinynet.kernels.sampling). The other cases (BCE, the Fisher of MSE, exact=True)
+still form their rows on the host from the outputs and upload them.
 """
 import numpy as np
 
+from tinynet.kernels import sampling as KS
 from tinynet.kernels import stats as K
 from tinynet.losses.mse import MSELoss
+from tinynet.losses.softmax_ce import SoftmaxCrossEntropyLoss
 from tinynet.optim.stats import backward_rows_bk, curvature_rows, kron_indices
 
 
@@ -40,12 +44,28 @@ def device_curvature_rows(net, lctx, curvature, rng, exact=False):
     F = lctx[0]
     n, k = F.shape
     if curvature == "empirical":                 # dl_i/df = n x the loss's scaled gradient
-        G = bk.copy(lctx[3])
-        bk.scale(float(n), G.reshape(-1))
-        return [G]
+        return [_unscaled_gradient(bk, lctx)]
     if curvature == "gn" and isinstance(loss, MSELoss) and not exact:
         return [bk.asarray(np.sqrt(2.0) * rng.standard_normal((n, k)), net.dtype)]
+    if isinstance(loss, SoftmaxCrossEntropyLoss) and curvature in ("gn", "fisher") and not exact:
+        P = bk.softmax(F)
+        out = bk.empty((n, k), net.dtype)
+        if curvature == "gn":                    # S_n eps_n, eps standard normal
+            E = bk.asarray(rng.standard_normal((n, k)))
+            bk.launch(KS, "softmax_sqrt_d_rows", n, P, lctx[1], E, out, nbytes=4 * out.nbytes)
+            return [out]
+        U = bk.asarray(rng.random((n, 1)).reshape(n))   # targets ~ Categorical(p), then dl/df there
+        bk.launch(KS, "softmax_sample", n, P, U, out, nbytes=2 * out.nbytes)
+        _, sctx = loss.forward(F, out)
+        return [_unscaled_gradient(bk, sctx)]
     return [bk.asarray(np.asarray(R), net.dtype) for R in curvature_rows(net, None, lctx, curvature, rng, exact)]
+
+
+def _unscaled_gradient(bk, lctx):
+    """dl_i/df rows: n x the loss stage's scaled gradient (its ctx[3]), on the device."""
+    G = bk.copy(lctx[3])
+    bk.scale(float(lctx[0].shape[0]), G.reshape(-1))
+    return G
 
 
 def device_kfac_sums(net, ctxs, lctx, curvature="gn", rng=None, exact=False):

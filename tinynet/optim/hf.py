@@ -21,6 +21,12 @@ One update:
      as in Martens & Sutskever (2012).
   6. θ += α p.
 
+All of it runs on the network's backend: g, CG's vectors (conjugate_gradient
+with bk), the kept iterates and the trial parameters are device vectors; the
+forward pass behind the products is done once per step
+(curvature.products.linearized_product); only dot products and losses come
+back to the host as scalars.
+
 With the Hessian as C the damped system may be indefinite: CG stops on the
 first direction of non-positive curvature and keeps the iterate before it;
 if that is the zero vector, the step falls back to p = -g (steepest descent,

@@ -1,0 +1,86 @@
+"""Curvature rows at the network output for the softmax cross-entropy, formed
+where the outputs live (KFAC's statistics on the device,
+tinynet.optim.device_factors). The random numbers come from the optimizer's
+numpy generator on the host (the same draws as the host path,
+tinynet.optim.stats.curvature_rows) and are uploaded; these kernels only
+transform them. One CUDA thread per example row; float64 arithmetic, as the
+host path (`probabilities(...).astype(float64)`), the result stored in the
+output's dtype.
+
+Index legend: n examples, k classes; P (n, k) the softmax probabilities (the
+network's dtype), Y (n, k) the targets.
+
+  softmax_sqrt_d_rows(P, Y, E, out)   out_n = S_n e_n with S_n S_n^T = D_n, the
+        softmax CE's d2l/df2 = sum(y_n) (diag p - p p^T):
+        S_n e = sqrt(sum y_n) (sqrt(p) * e - p <sqrt(p), e>)
+  softmax_sample(P, U, out)           one-hot out_n = e_c, c the first class
+        with U_n < cumsum(p_n)_c (the last class closes the interval), i.e.
+        c ~ Categorical(p_n) for U_n uniform on [0, 1)
+"""
+import math
+
+from numba import cuda, njit
+
+
+@njit(cache=True)
+def softmax_sqrt_d_rows_cpu(P, Y, E, out):
+    n, k = P.shape
+    for i in range(n):
+        ys = 0.0
+        dot = 0.0
+        for j in range(k):
+            ys += Y[i, j]
+            dot += math.sqrt(float(P[i, j])) * E[i, j]
+        c = math.sqrt(ys)
+        for j in range(k):
+            p = float(P[i, j])
+            out[i, j] = c * (math.sqrt(p) * E[i, j] - p * dot)
+
+
+@njit(cache=True)
+def softmax_sample_cpu(P, U, out):
+    n, k = P.shape
+    for i in range(n):
+        cdf = 0.0
+        c = k - 1
+        for j in range(k - 1):
+            cdf += float(P[i, j])
+            if U[i] < cdf:
+                c = j
+                break
+        for j in range(k):
+            out[i, j] = 0.0
+        out[i, c] = 1.0
+
+
+@cuda.jit
+def softmax_sqrt_d_rows_cuda(P, Y, E, out):
+    i = cuda.grid(1)
+    n, k = P.shape
+    if i < n:
+        ys = 0.0
+        dot = 0.0
+        for j in range(k):
+            ys += Y[i, j]
+            dot += math.sqrt(float(P[i, j])) * E[i, j]
+        c = math.sqrt(ys)
+        for j in range(k):
+            p = float(P[i, j])
+            out[i, j] = c * (math.sqrt(p) * E[i, j] - p * dot)
+
+
+@cuda.jit
+def softmax_sample_cuda(P, U, out):
+    i = cuda.grid(1)
+    n, k = P.shape
+    if i < n:
+        cdf = 0.0
+        c = k - 1
+        for j in range(k - 1):
+            cdf += float(P[i, j])
+            if U[i] < cdf:
+                c = j
+                break
+        for j in range(k):
+            out[i, j] = 0.0
+        out[i, c] = 1.0
