@@ -57,6 +57,15 @@ class Loss(Stage):
         n = ctx[0].shape[0]
         return self.bk.to_host(ctx[3]) * n
 
+    def output_gradient(self, F, Y):
+        """dl_i/dF_i (n, k) at targets Y as a backend array, without the loss
+        value (so without its host transfer): the same numbers as
+        grad_f(forward(F, Y)[1]) (the kernel's 1/n-scaled rows times n)."""
+        n = F.shape[0]
+        _, G = self._kernel(F, Y, 1.0 / n)
+        self.bk.scale(float(n), G.reshape(-1))
+        return G
+
     def jvp(self, ctx, dF, dx=None):
         return np.einsum("nk,nk->n", self.grad_f(ctx), self.bk.to_host(dF))
 

@@ -56,8 +56,7 @@ def device_curvature_rows(net, lctx, curvature, rng, exact=False):
             return [out]
         U = bk.asarray(rng.random((n, 1)).reshape(n))   # targets ~ Categorical(p), then dl/df there
         bk.launch(KS, "softmax_sample", n, P, U, out, nbytes=2 * out.nbytes)
-        _, sctx = loss.forward(F, out)
-        return [_unscaled_gradient(bk, sctx)]
+        return [loss.output_gradient(F, out)]
     return [bk.asarray(np.asarray(R), net.dtype) for R in curvature_rows(net, None, lctx, curvature, rng, exact)]
 
 
