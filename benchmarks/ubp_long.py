@@ -206,6 +206,9 @@ def seed_table(R, group, ks, lines):
     return ps, ratios
 
 
+READING = "## Reading (written by hand after the runs"
+
+
 def report():
     R = load()
     if not R:
@@ -272,8 +275,15 @@ def report():
     lines += ["", "## The claims, as measured here (computed from the runs on record)", "",
               "| claim | measured | verdict |", "|---|---|---|"]
     lines += [f"| {c} | {m} | {v} |" for c, m, v in claims]
-    with open(os.path.join(HERE, "results", "ubp_long.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    path = os.path.join(os.path.dirname(OUT), "ubp_long.md")
+    kept = ""
+    if os.path.exists(path):                 # the hand-written reading below the tables survives a rerun
+        with open(path) as f:
+            old = f.read()
+        if READING in old:
+            kept = "\n" + old[old.index(READING):]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n" + kept)
     _figure(R)
     print("\n".join(lines))
 
@@ -319,7 +329,7 @@ def _figure(R):
            title="UBP's correction ratio at lr 0.01 against batch size")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(HERE, "results", "ubp_long.png"), dpi=110)
+    fig.savefig(os.path.join(os.path.dirname(OUT), "ubp_long.png"), dpi=110)
 
 
 def main():
