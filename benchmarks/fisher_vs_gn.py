@@ -316,6 +316,19 @@ def plot(recs, path):
     plt.close(f)
 
 
+def _machines(recs):
+    """Where each model's runs ran: CPU times compare only within one machine."""
+    by_model = {}
+    for (model, _), r in recs.items():
+        m = r.get("machine", {})
+        by_model.setdefault(model, set()).add(f"{m.get('cpu')}, BLAS {m.get('blas')}")
+    parts = []
+    for model, ms in by_model.items():
+        note = " (MIXED: its CPU-time comparisons do not hold)" if len(ms) > 1 else ""
+        parts.append(f"{model} on {' / '.join(sorted(ms))}{note}")
+    return "; ".join(parts)
+
+
 def report():
     recs = load()
     if not recs:
@@ -324,14 +337,13 @@ def report():
     plot(recs, os.path.join(os.path.dirname(RUNS), "fisher_vs_gn.png"))
     any_rec = next(iter(recs.values()))
     seeds = max(len(r.get("runs", {})) for r in recs.values())
-    mach = any_rec.get("machine", {})
     lines = ["# KFAC with the Fisher against KFAC with Gauss-Newton on CIFAR-10 (issue 20 part 5, thesis 6.5.3.4)",
              "",
              f"Command: `python benchmarks/fisher_vs_gn.py --models {','.join(sorted({m for m, _ in recs}, key=list(MODELS).index))} "
              f"--seeds {seeds} --seconds {any_rec.get('seconds'):g} --tune-trials {any_rec.get('tune_trials')} "
              f"--tune-seconds {any_rec.get('tune_seconds'):g}`; report: `python benchmarks/fisher_vs_gn.py --report`.",
              "",
-             f"Machine: {mach.get('cpu')}, BLAS {mach.get('blas')}, one BLAS / Numba thread per run. KFAC lr 1, "
+             f"Machine: {_machines(recs)}; one BLAS / Numba thread per run. KFAC lr 1, "
              "T = 100, statistics every 10; eps and kl_clip by a biased random search per model and curvature "
              f"(`{SPACE}`); clock: CPU time inside optimizer.step. Full sets: the 20,000 CIFAR-10 training images "
              "on disk and the 10,000 test images. Seeds pair: the same seed gives both curvatures the same "
