@@ -47,12 +47,8 @@ def test_runs_pair_by_seed_and_report(ubl, tmp_path):
     assert os.path.exists(os.path.join(os.path.dirname(ubl.OUT), "ubp_long.png"))
 
 
-def test_first_below():
+def test_first_below(ubl):
     run = lambda vals: {"evals": [(k, 0.0, v) for k, v in vals]}   # noqa: E731
     sgd = run([(1, 10.0), (2, 9.0), (5, 8.0), (10, 7.0)])
-    assert_ = run([(1, 11.0), (2, 8.5), (5, 7.0), (10, 6.0)])
-    mod = importlib.util.module_from_spec(importlib.util.spec_from_file_location(
-        "u", os.path.join(HERE, "..", "benchmarks", "ubp_long.py")))
-    mod.__spec__.loader.exec_module(mod)
-    assert mod.first_below(sgd, assert_) == 2
-    assert mod.first_below(sgd, run([(1, 9.0), (2, 9.5), (5, 9.0), (10, 8.0)])) is None
+    assert ubl.first_below(sgd, run([(1, 11.0), (2, 8.5), (5, 7.0), (10, 6.0)])) == 2
+    assert ubl.first_below(sgd, run([(1, 9.0), (2, 9.5), (5, 9.0), (10, 8.0)])) is None

@@ -58,11 +58,7 @@ def hvp(net, X, Y, v):
     """H v for H the Hessian of the batch-mean loss at (X, Y), as a backend
     vector (P,): seed 001's formula with N^{-1} a forward and M^{-1} a backward
     substitution (module docstring). v: host or backend (P,)."""
-    X, Y = check_batch(net, X, Y, "hvp")
-    require(net, ("hvp_x", "hvp_z"), "hvp")
-    v = _direction(net, v, "hvp")
-    ctxs, lctx, _ = linearize(net, X, Y)
-    return _hvp_at(net, ctxs, lctx, v)
+    return linearized_product(net, X, Y, "hvp")(_direction(net, v, "hvp"))
 
 
 def _hvp_at(net, ctxs, lctx, v):
@@ -90,13 +86,6 @@ def _hvp_at(net, ctxs, lctx, v):
     return out
 
 
-def _outer_product(net, X, Y, v, fisher, who):
-    X, Y = check_batch(net, X, Y, who)
-    v = _direction(net, v, who)
-    ctxs, lctx, _ = linearize(net, X, Y)
-    return _outer_at(net, ctxs, lctx, v, fisher)
-
-
 def _outer_at(net, ctxs, lctx, v, fisher):
     """J^T (1/n) D J v from a linearization (ctxs, lctx) at the current parameters."""
     _, dz_out = _forward_tangents(net, ctxs, v)                  # J v
@@ -110,7 +99,7 @@ def gvp(net, X, Y, v):
     batch-mean loss (thesis 3.1.4, table 3.I; D = the loss's d2l/df2), as a
     backend vector (P,). J_i: Jacobian of the network output w.r.t. the
     parameters at example i."""
-    return _outer_product(net, X, Y, v, False, "gvp")
+    return linearized_product(net, X, Y, "gvp")(_direction(net, v, "gvp"))
 
 
 def fvp(net, X, Y, v):
@@ -118,9 +107,7 @@ def fvp(net, X, Y, v):
     table 3.II; D(f) of the model's predictive distribution, `Loss.fisher_f`),
     as a backend vector (P,). F does not depend on targets: Y is ignored (pass
     None); it is in the signature so that hvp / gvp / fvp share call sites."""
-    X, _ = check_batch(net, X, None, "fvp")
-    Yd = np.zeros((X.shape[0], net.n_out))     # D(f) reads only the outputs
-    return _outer_product(net, X, Yd, v, True, "fvp")
+    return linearized_product(net, X, None, "fvp")(_direction(net, v, "fvp"))
 
 
 def linearized_product(net, X, Y, kind):
@@ -134,7 +121,7 @@ def linearized_product(net, X, Y, kind):
         raise ValueError(f"linearized_product: kind must be 'hvp', 'gvp' or 'fvp', got {kind!r}")
     if kind == "fvp":
         X, _ = check_batch(net, X, None, kind)
-        Y = np.zeros((X.shape[0], net.n_out))
+        Y = np.zeros((X.shape[0], net.n_out))     # D(f) reads only the outputs
     else:
         X, Y = check_batch(net, X, Y, kind)
     if kind == "hvp":

@@ -94,7 +94,8 @@ class DeviceRunningFactors:
             raise ValueError(f"running-average rho must lie in [0, 1), got {rho}")
         self.bk, self.rho = bk, float(rho)
         self._R = {}
-        self._host = None
+        self._host = None        # host copies of _R, taken on the first read after an update
+        self._mirrored = False
 
     def update(self, sums, shares=None, comm=None):
         """sums: {Kronecker index: (H, S_B)} from device_kfac_sums (backend arrays)."""
