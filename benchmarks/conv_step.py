@@ -49,6 +49,13 @@ FCS = [1600, 84, 16, 10]
 
 
 # -------------------------------------------------------------------- the network
+
+def torch_threads():
+    """PyTorch's thread count: BENCH_THREADS, else OPENBLAS_NUM_THREADS (the
+    limit numpy's and Numba's BLAS run under, so both sides get the same
+    cores), else 2."""
+    return int(os.environ.get("BENCH_THREADS") or os.environ.get("OPENBLAS_NUM_THREADS") or 2)
+
 def build_net(seed=0):
     """tinynet's cifar-cnn (float32, CPU)."""
     from tinynet.models import MODELS
@@ -118,7 +125,7 @@ def ubp_step():
 
 def torch_step():
     import torch
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    torch.set_num_threads(torch_threads())
     model = torch_model(build_net())
     X, Y = batch()
     Xt = torch.from_numpy(X).reshape(N, *SHAPE)
@@ -368,7 +375,7 @@ def main():
         f"Command: `{cmd}` (each contender in its own process, {args.rounds} alternating rounds; KFAC "
         f"stats_every=10, T=100, one sample = the mean of {args.kfac_steps} consecutive steps).",
         f"CPU: {cpu_info()}. BLAS: {blas_info()}; OPENBLAS_CORETYPE={coretype}; "
-        f"PyTorch threads {os.environ.get('BENCH_THREADS', '2')}.",
+        f"PyTorch threads {torch_threads()}.",
         "",
         "| what | median ms | IQR ms | samples | x tinynet SGD | x PyTorch | x GEMM-only | peak RSS MB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

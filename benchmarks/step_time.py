@@ -25,6 +25,13 @@ SIZES = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
 N = 200
 
 
+
+def torch_threads():
+    """PyTorch's thread count: BENCH_THREADS, else OPENBLAS_NUM_THREADS (the
+    limit numpy's and Numba's BLAS run under, so both sides get the same
+    cores), else 2."""
+    return int(os.environ.get("BENCH_THREADS") or os.environ.get("OPENBLAS_NUM_THREADS") or 2)
+
 def tinynet_step():
     from tinynet.models import mnist_autoencoder
     from tinynet.optim import SGD
@@ -36,7 +43,7 @@ def tinynet_step():
 
 def torch_step():
     import torch
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    torch.set_num_threads(torch_threads())
     layers = []
     for i in range(8):
         layers.append(torch.nn.Linear(SIZES[i], SIZES[i + 1]))
@@ -141,7 +148,8 @@ def main():
         "",
         f"Command: `python benchmarks/step_time.py --repeats {args.repeats} --rounds {args.rounds}` "
         f"(each contender in its own process, {args.rounds} alternating rounds); BLAS: {blas_info()}; "
-        f"OPENBLAS_CORETYPE={coretype}; {os.cpu_count()} cores.",
+        f"OPENBLAS_CORETYPE={coretype}; OPENBLAS_NUM_THREADS="
+        f"{os.environ.get('OPENBLAS_NUM_THREADS', '(unset)')}; PyTorch threads {torch_threads()}; {os.cpu_count()} cores.",
         "",
         "| what | median ms | IQR ms | x GEMM-only | x PyTorch |",
         "|---|---:|---:|---:|---:|",
