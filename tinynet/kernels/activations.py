@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sigmoid_fwd_cpu(Z, out):
     # branch-free: for very negative z, exp(-z) overflows to inf and 1 / inf = 0,
     # the exact limit; constants in Z's dtype keep float32 in float32
@@ -27,7 +27,7 @@ def sigmoid_fwd_cpu(Z, out):
             out[i, j] = one / (one + math.exp(-Z[i, j]))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sigmoid_fwd_f32_cpu(Z, out):
     """float32 sigmoid with a vectorizable exp: Numba has no SIMD exp, and the
     scalar libm call dominated the autoencoder's forward pass. exp(t) =
@@ -63,7 +63,7 @@ def sigmoid_fwd_f32_cpu(Z, out):
             out[i, j] = one / (one + p[j] * s[j])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sigmoid_mul_d1_cpu(S, G, out):
     n, d = S.shape
     for i in range(n):
@@ -72,7 +72,7 @@ def sigmoid_mul_d1_cpu(S, G, out):
             out[i, j] = G[i, j] * s * (1 - s)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sigmoid_d2_cpu(S, out):
     n, d = S.shape
     for i in range(n):
@@ -81,7 +81,7 @@ def sigmoid_d2_cpu(S, out):
             out[i, j] = s * (1 - s) * (1 - 2 * s)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def tanh_fwd_cpu(Z, out):
     n, d = Z.shape
     for i in range(n):
@@ -89,7 +89,7 @@ def tanh_fwd_cpu(Z, out):
             out[i, j] = math.tanh(Z[i, j])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def tanh_mul_d1_cpu(S, G, out):
     n, d = S.shape
     for i in range(n):
@@ -98,7 +98,7 @@ def tanh_mul_d1_cpu(S, G, out):
             out[i, j] = G[i, j] * (1 - t * t)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def tanh_d2_cpu(S, out):
     n, d = S.shape
     for i in range(n):
@@ -107,7 +107,7 @@ def tanh_d2_cpu(S, out):
             out[i, j] = -2 * t * (1 - t * t)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def relu_fwd_cpu(Z, out):
     n, d = Z.shape
     for i in range(n):
@@ -116,7 +116,7 @@ def relu_fwd_cpu(Z, out):
             out[i, j] = z if z > 0 else 0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def relu_mul_d1_cpu(S, G, out):
     n, d = S.shape
     for i in range(n):
@@ -124,7 +124,7 @@ def relu_mul_d1_cpu(S, G, out):
             out[i, j] = G[i, j] if S[i, j] > 0 else 0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def relu_d2_cpu(S, out):
     n, d = S.shape
     for i in range(n):

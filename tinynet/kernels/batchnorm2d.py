@@ -30,7 +30,7 @@ from numba import njit
 # ---------------------------------------------------------------- CPU (@njit)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def channel_stats_cpu(Z, mu, var, s, eps, P):
     """mu, var (biased, 1/m), s = sqrt(var + eps) per channel; all three overwritten."""
     n = Z.shape[0]
@@ -56,7 +56,7 @@ def channel_stats_cpu(Z, mu, var, s, eps, P):
         s[c] = math.sqrt(var[c] + eps)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def bn_forward_cpu(Z, mu, s, gamma, beta, Xhat, Y, P):
     """Xhat = (Z - mu) / s, Y = gamma Xhat + beta, per channel."""
     n = Z.shape[0]
@@ -70,7 +70,7 @@ def bn_forward_cpu(Z, mu, s, gamma, beta, Xhat, Y, P):
                 Y[e, j] = gamma[c] * x + beta[c]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def channel_sums_cpu(V, Xhat, sv, svx, P):
     """sv[c] = sum of V over channel c, svx[c] = sum of V * Xhat; both overwritten."""
     n = V.shape[0]
@@ -87,7 +87,7 @@ def channel_sums_cpu(V, Xhat, sv, svx, P):
                 svx[c] += V[e, j] * Xhat[e, j]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def bn_center_scale_cpu(V, Xhat, gamma, s, sv, svx, out, inv_m, P):
     """out = gamma / s (V - inv_m (sv + Xhat svx)), per channel."""
     n = V.shape[0]
@@ -100,7 +100,7 @@ def bn_center_scale_cpu(V, Xhat, gamma, s, sv, svx, out, inv_m, P):
                 out[e, j] = g * (V[e, j] - inv_m * (sv[c] + Xhat[e, j] * svx[c]))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def bn_affine_cpu(Xhat, a, b, out, P, accumulate):
     """out = a Xhat + b per channel, or out += that when `accumulate`."""
     n = Xhat.shape[0]

@@ -16,7 +16,7 @@ import math
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def mse_cpu(F, Y, scale, l, G):
     n, k = F.shape
     for i in range(n):
@@ -28,7 +28,7 @@ def mse_cpu(F, Y, scale, l, G):
         l[i] = acc
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def bce_cpu(F, Y, scale, eps, l, G):
     n, k = F.shape
     for i in range(n):
@@ -41,7 +41,7 @@ def bce_cpu(F, Y, scale, eps, l, G):
         l[i] = acc
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def softmax_ce_cpu(F, Y, scale, l, G):
     n, k = F.shape
     for i in range(n):
@@ -62,7 +62,7 @@ def softmax_ce_cpu(F, Y, scale, l, G):
         l[i] = acc
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def softmax_cpu(F, P):
     """P = row-wise softmax of F (stable)."""
     n, k = F.shape

@@ -11,7 +11,7 @@ import math
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def momentum_cpu(x, v, g, lr, mu, nesterov):
     for i in range(x.shape[0]):
         v[i] = mu * v[i] + g[i]
@@ -21,14 +21,14 @@ def momentum_cpu(x, v, g, lr, mu, nesterov):
             x[i] -= lr * v[i]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def rmsprop_cpu(x, r, g, lr, rho, eps):
     for i in range(x.shape[0]):
         r[i] = rho * r[i] + (1 - rho) * g[i] * g[i]
         x[i] -= lr * g[i] / (math.sqrt(r[i]) + eps)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def adam_cpu(x, m, v, g, lr, b1, b2, eps, c1, c2):
     for i in range(x.shape[0]):
         m[i] = b1 * m[i] + (1 - b1) * g[i]

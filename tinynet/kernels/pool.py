@@ -33,7 +33,7 @@ from numba import njit
 # ---------------------------------------------------------------- CPU (@njit)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def maxpool_fwd_cpu(X, Y, A, C, H, W, kh, kw, sh, sw, Ho, Wo):
     """Y = the window maxima of X, A = the column of X each comes from."""
     n = X.shape[0]
@@ -57,7 +57,7 @@ def maxpool_fwd_cpu(X, Y, A, C, H, W, kh, kw, sh, sw, Ho, Wo):
                     A[e, q] = best
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def maxpool_bwd_cpu(B, A, dX, C, H, W, kh, kw, sh, sw, Ho, Wo):
     """dX[e, m] = sum of B[e, q] over the outputs q whose argmax is m
     (dX is overwritten)."""
@@ -68,7 +68,7 @@ def maxpool_bwd_cpu(B, A, dX, C, H, W, kh, kw, sh, sw, Ho, Wo):
             dX[e, A[e, q]] += B[e, q]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def maxpool_jvp_cpu(dZ, A, dY):
     """dY[e, q] = dZ[e, A[e, q]]: the tangent of max pooling at fixed argmax."""
     n, Q = dY.shape
@@ -77,7 +77,7 @@ def maxpool_jvp_cpu(dZ, A, dY):
             dY[e, q] = dZ[e, A[e, q]]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def avgpool_fwd_cpu(X, Y, C, H, W, kh, kw, sh, sw, Ho, Wo):
     """Y = the window means of X (the window sum divided by kh*kw)."""
     n = X.shape[0]
@@ -96,7 +96,7 @@ def avgpool_fwd_cpu(X, Y, C, H, W, kh, kw, sh, sw, Ho, Wo):
                     Y[e, c * P + oy * Wo + ox] = acc / area
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def avgpool_bwd_cpu(B, dX, C, H, W, kh, kw, sh, sw, Ho, Wo):
     """dX[e, m] = (sum of B[e, q] over the windows q containing m) / (kh*kw)
     (dX is overwritten)."""

@@ -24,7 +24,7 @@ import math
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sigmoid_d2_mul_cpu(S, B, V, out):
     n, d = S.shape
     for i in range(n):
@@ -33,7 +33,7 @@ def sigmoid_d2_mul_cpu(S, B, V, out):
             out[i, j] = s * (1 - s) * (1 - 2 * s) * B[i, j] * V[i, j]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def tanh_d2_mul_cpu(S, B, V, out):
     n, d = S.shape
     for i in range(n):
@@ -42,7 +42,7 @@ def tanh_d2_mul_cpu(S, B, V, out):
             out[i, j] = -2 * t * (1 - t * t) * B[i, j] * V[i, j]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def relu_d2_mul_cpu(S, B, V, out):
     # f'' = 0 away from the kink (and taken as 0 at it, as in relu_d2)
     n, d = S.shape
@@ -51,13 +51,13 @@ def relu_d2_mul_cpu(S, B, V, out):
             out[i, j] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def mul_cpu(x, y, out):
     for i in range(x.shape[0]):
         out[i] = x[i] * y[i]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def bce_hess_vp_cpu(F, Y, V, scale, eps, fisher, out):
     n, k = F.shape
     for i in range(n):
@@ -71,7 +71,7 @@ def bce_hess_vp_cpu(F, Y, V, scale, eps, fisher, out):
             out[i, j] = scale * d * V[i, j]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def softmax_hess_vp_cpu(F, Y, V, scale, fisher, out):
     n, k = F.shape
     for i in range(n):
