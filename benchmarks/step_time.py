@@ -9,7 +9,12 @@ process running `tinynet train`-equivalent code).
 
     python benchmarks/step_time.py [--repeats 30] [--rounds 3] [--out benchmarks/results/step_time.md]
 
+Two tinynet rows: `SGD(net)` as constructed (guard="full": a copy of theta
+before the step and a finiteness reduction after it, which PyTorch does not
+do) and with guard="inputs", the setting `tinynet train` runs with.
+
 Targets (issue 2): tinynet <= PyTorch; tinynet <= 1.5x GEMM-only; peak memory < 1.5 GB.
+Targets (issue 18): tinynet <= 1.2x GEMM-only and <= 0.8x PyTorch.
 Reports OPENBLAS_CORETYPE and the BLAS kernel numpy runs with: compare runs only
 with the same setting.
 """
@@ -32,12 +37,13 @@ def torch_threads():
     cores), else 2."""
     return int(os.environ.get("BENCH_THREADS") or os.environ.get("OPENBLAS_NUM_THREADS") or 2)
 
-def tinynet_step():
+def tinynet_step(guard="full"):
     from tinynet.models import mnist_autoencoder
     from tinynet.optim import SGD
     net = mnist_autoencoder(dtype=np.float32, seed=0)
     X = np.random.default_rng(0).uniform(0, 1, (N, 784)).astype(np.float32)
     opt = SGD(net, 0.01)
+    opt.guard = guard
     return lambda: opt.step(X, X)
 
 
@@ -109,6 +115,18 @@ def blas_info():
         return "unknown"
 
 
+def cpu_info():
+    """CPU model and its widest SIMD (speed ratios differ between AVX2 and AVX-512 machines)."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return "unknown CPU"
+    model = next((l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name")), "unknown CPU")
+    flags = next((l.split(":", 1)[1].split() for l in text.splitlines() if l.startswith("flags")), [])
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{model}, {simd}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=30, help="timed steps per round")
@@ -118,7 +136,8 @@ def main():
     args = ap.parse_args()
 
     if args.worker:
-        f = {"tinynet": tinynet_step, "pytorch": torch_step, "gemm": lambda: gemm_only()[0]}[args.worker]()
+        f = {"tinynet": tinynet_step, "tinynet-inputs": lambda: tinynet_step("inputs"), "pytorch": torch_step,
+             "gemm": lambda: gemm_only()[0]}[args.worker]()
         for _ in range(5):          # warm-up: compile, caches, thread pools
             f()
         ts = []
@@ -129,7 +148,8 @@ def main():
         print(" ".join(f"{t:.6f}" for t in ts))
         return
 
-    names = {"tinynet": "tinynet", "pytorch": "pytorch", "gemm": "gemm-only (numpy)"}
+    names = {"tinynet": "tinynet", "tinynet-inputs": "tinynet, guard=inputs (tinynet train)",
+             "pytorch": "pytorch", "gemm": "gemm-only (numpy)"}
     times = {k: [] for k in names.values()}
     for _ in range(args.rounds):
         for w, k in names.items():
@@ -149,7 +169,7 @@ def main():
         f"Command: `python benchmarks/step_time.py --repeats {args.repeats} --rounds {args.rounds}` "
         f"(each contender in its own process, {args.rounds} alternating rounds); BLAS: {blas_info()}; "
         f"OPENBLAS_CORETYPE={coretype}; OPENBLAS_NUM_THREADS="
-        f"{os.environ.get('OPENBLAS_NUM_THREADS', '(unset)')}; PyTorch threads {torch_threads()}; {os.cpu_count()} cores.",
+        f"{os.environ.get('OPENBLAS_NUM_THREADS', '(unset)')}; PyTorch threads {torch_threads()}; {cpu_info()}, {os.cpu_count()} cores.",
         "",
         "| what | median ms | IQR ms | x GEMM-only | x PyTorch |",
         "|---|---:|---:|---:|---:|",
@@ -163,7 +183,13 @@ def main():
               "",
               f"Targets: tinynet <= PyTorch: {'met' if med['tinynet'] <= med['pytorch'] else 'NOT met'}; "
               f"tinynet <= 1.5x GEMM-only: {'met' if med['tinynet'] <= 1.5 * med['gemm-only (numpy)'] else 'NOT met'}; "
-              f"peak memory < 1.5 GB: {'met' if not isinstance(mem, str) and mem < 1536 else 'NOT met'}."]
+              f"peak memory < 1.5 GB: {'met' if not isinstance(mem, str) and mem < 1536 else 'NOT met'}.",
+              ""]
+    g, p = med["gemm-only (numpy)"], med["pytorch"]
+    for k in ("tinynet", "tinynet, guard=inputs (tinynet train)"):
+        lines.append(f"Targets (issue 18), {k}: <= 1.2x GEMM-only: {'met' if med[k] <= 1.2 * g else 'NOT met'} "
+                     f"({med[k] / g:.2f}x); <= 0.8x PyTorch: {'met' if med[k] <= 0.8 * p else 'NOT met'} "
+                     f"({med[k] / p:.2f}x).")
     text = "\n".join(lines)
     print(text)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

@@ -197,6 +197,31 @@ class Sequential:
                 break
         return grad
 
+    def loss_and_sgd_update(self, X, Y, alpha):
+        """Plain SGD's step theta -= alpha grad, fused into the reverse pass:
+        each stage moves its own parameters as soon as its gradient is formed
+        (Stage.vjp_sgd), so the flat gradient is never assembled and read back.
+        Returns the batch-mean loss before the step. One process only: across
+        ranks the gradient must be all-reduced first (loss_and_gradient)."""
+        if self.comm.size > 1:
+            raise ValueError("loss_and_sgd_update runs in one process; across ranks use "
+                             "loss_and_gradient, which all-reduces the gradient")
+        F, ctxs = self.forward_ctx(X)
+        value, lctx = self.loss_stage.forward(F, self.as_target(Y))
+        if self._grad is None:
+            self._grad = self.bk.zeros(self.n_params, self.dtype)
+        grad, theta, b = self._grad, self.theta, self.loss_stage.vjp(lctx)
+        first = next((i for i, (a, c) in enumerate(self.offsets) if c > a), len(self.layers))
+        for i in range(len(self.layers) - 1, -1, -1):
+            a, c = self.offsets[i]
+            if c > a:
+                b = self.layers[i].vjp_sgd(ctxs[i], b, theta[a:c], grad[a:c], alpha, need_b_in=i > first)
+            else:
+                b = self.layers[i].vjp(ctxs[i], b, None, need_b_in=i > first)
+            if b is None:
+                break
+        return value
+
     def loss_and_gradient(self, X, Y, out=None):
         """(batch-mean loss as a float, flat gradient as a backend vector).
         The gradient vector is reused between calls unless `out` is given.

@@ -74,6 +74,16 @@ class Stage:
         self.in_shape = self.out_shape = tuple(int(d) for d in in_shape)
         return self.out_shape
 
+    def vjp_sgd(self, ctx, b_out, theta, grad, alpha, need_b_in=True):
+        """Plain SGD's update fused into the reverse pass (Sequential.loss_and_sgd_update):
+        b_in as `vjp` returns it, and the stage's slice `theta` moved by
+        -alpha grad_x f b (summed over the batch), `grad` its scratch of the same
+        size. This default is vjp, then axpy; a stage whose gradient is a GEMM
+        overrides it to accumulate into theta in the GEMM itself (Linear)."""
+        b_in = self.vjp(ctx, b_out, grad, need_b_in)
+        self.bk.axpy(-alpha, grad, theta)
+        return b_in
+
     def jac_x(self, ctx):
         raise NotImplementedError(f"{type(self).__name__} does not provide per-example Jacobians")
 

@@ -109,6 +109,20 @@ class Linear(Stage):
             return None
         return bk.matmul(b_out, self.WT, tb=True)      # B W
 
+    def vjp_sgd(self, ctx, b_out, theta, grad, alpha, need_b_in=True):
+        """W^T -= alpha H^T B in one BLAS gemm with beta = 1 (the weight gradient
+        is never written, nor read back by an axpy), after B W, which needs the
+        W before the step; the bias by col_sum, then axpy (d entries)."""
+        bk = self.bk
+        (h,) = ctx
+        b_in = bk.matmul(b_out, self.WT, tb=True) if need_b_in else None
+        WT, b = self.split(theta)
+        gb = self.split(grad)[1]
+        bk.matmul_acc(h, b_out, WT, alpha=-alpha, ta=True)
+        bk.col_sum(b_out, out=gb)
+        bk.axpy(-alpha, gb, b)
+        return b_in
+
     def jvp(self, ctx, dz_in, dx):
         bk = self.bk
         (h,) = ctx
