@@ -26,20 +26,23 @@ from numba import njit
 
 @njit(cache=True, error_model="numpy")
 def sigmoid_d2_mul_cpu(S, B, V, out):
+    # constants in S's dtype, as in the CUDA twins (a bare 1 is float64 under Numba)
     n, d = S.shape
+    one, two = S.dtype.type(1), S.dtype.type(2)
     for i in range(n):
         for j in range(d):
             s = S[i, j]
-            out[i, j] = s * (1 - s) * (1 - 2 * s) * B[i, j] * V[i, j]
+            out[i, j] = s * (one - s) * (one - two * s) * B[i, j] * V[i, j]
 
 
 @njit(cache=True, error_model="numpy")
 def tanh_d2_mul_cpu(S, B, V, out):
     n, d = S.shape
+    one, two = S.dtype.type(1), S.dtype.type(2)
     for i in range(n):
         for j in range(d):
             t = S[i, j]
-            out[i, j] = -2 * t * (1 - t * t) * B[i, j] * V[i, j]
+            out[i, j] = -two * t * (one - t * t) * B[i, j] * V[i, j]
 
 
 @njit(cache=True, error_model="numpy")
