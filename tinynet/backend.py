@@ -70,9 +70,10 @@ class CPUBackend(Backend):
         self._run("matmul", fn, (A, B, out), flops=2.0 * m * n * k)
         return out
 
-    def matmul_acc(self, A, B, out, alpha=1.0, ta=False, tb=False):
+    def matmul_acc(self, A, B, out, alpha=1.0, ta=False, tb=False, scratch=None):
         """out += alpha op(A) @ op(B), in place (out C-contiguous): one BLAS gemm
-        with beta = 1 instead of a product and an axpy."""
+        with beta = 1 instead of a product and an axpy (so `scratch`, where a
+        backend without a fused kernel may put the product, is not used)."""
         m, n, k = self._matmul_shape(A, B, out, ta, tb)
         if not out.flags.c_contiguous or out.dtype != A.dtype:
             raise ValueError(f"matmul_acc: out must be C-contiguous {A.dtype}, got {out.dtype} "

@@ -185,14 +185,15 @@ class CUDABackend(Backend):
                   flops=2.0 * m * n * k)
         return out
 
-    def matmul_acc(self, A, B, out, alpha=1.0, ta=False, tb=False):
+    def matmul_acc(self, A, B, out, alpha=1.0, ta=False, tb=False, scratch=None):
         """out += alpha op(A) @ op(B), in place: the product, then an axpy (the
         CPU backend fuses them in one BLAS call; a fused kernel here waits for
-        a GPU to measure it on)."""
+        a GPU to measure it on). scratch: a C-contiguous array of out's size
+        the product may be written to (else one is allocated)."""
         m, n, k = self._matmul_shape(A, B, out, ta, tb)
         if not out.is_c_contiguous() or out.dtype != A.dtype:
             raise ValueError(f"matmul_acc: out must be C-contiguous {A.dtype}, got {out.dtype}")
-        P = self.matmul(A, B, ta=ta, tb=tb)
+        P = self.matmul(A, B, out=None if scratch is None else scratch.reshape(m, n), ta=ta, tb=tb)
         self.axpy(alpha, P.reshape(m * n), out.reshape(m * n))
         return out
 

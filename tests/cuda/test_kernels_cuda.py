@@ -9,6 +9,7 @@ differ); float32 1e-5, or 2e-6 for elementwise maps.
 """
 import numpy as np
 import pytest
+from numba import cuda
 
 from tinynet.backend import CPUBackend, Profile
 from tinynet.cuda_backend import CUDABackend
@@ -111,6 +112,23 @@ def test_matmul_acc_into_a_view_of_a_flat_vector(ta, tb, dtype):
     check(d, ref, dtype, atol=1e-6 if dtype == np.float32 else 1e-14)
     np.testing.assert_array_equal(gpu.to_host(d)[:2], flat[:2])         # nothing written outside the view
     np.testing.assert_array_equal(gpu.to_host(d)[2 + m * n:], flat[2 + m * n:])
+
+
+def test_matmul_acc_writes_its_product_to_the_scratch_given(monkeypatch):
+    """Linear.vjp_sgd hands its gradient slice as scratch: the product goes
+    there (no device allocation in the step), the sum into out."""
+    rng = np.random.default_rng(6)
+    H, B = rand(rng, (6, 5), np.float64), rand(rng, (6, 4), np.float64)
+    out0 = rand(rng, (5, 4), np.float64)
+    d_out, scratch = gpu.asarray(out0), gpu.zeros(20, np.float64)
+    dH, dB = gpu.asarray(H), gpu.asarray(B)
+    allocated = []
+    real = cuda.device_array
+    monkeypatch.setattr(cuda, "device_array", lambda *a, **k: allocated.append(a) or real(*a, **k))
+    gpu.matmul_acc(dH, dB, d_out, -0.5, ta=True, scratch=scratch)
+    assert allocated == []
+    check(scratch, (H.T @ B).reshape(-1), np.float64, atol=1e-14)
+    check(d_out, out0 - 0.5 * (H.T @ B), np.float64, atol=1e-14)
 
 
 def test_matmul_rejects_bad_shapes_and_dtypes():

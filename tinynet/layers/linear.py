@@ -117,8 +117,8 @@ class Linear(Stage):
         (h,) = ctx
         b_in = bk.matmul(b_out, self.WT, tb=True) if need_b_in else None
         WT, b = self.split(theta)
-        gb = self.split(grad)[1]
-        bk.matmul_acc(h, b_out, WT, alpha=-alpha, ta=True)
+        gWT, gb = self.split(grad)
+        bk.matmul_acc(h, b_out, WT, alpha=-alpha, ta=True, scratch=gWT)
         bk.col_sum(b_out, out=gb)
         bk.axpy(-alpha, gb, b)
         return b_in
