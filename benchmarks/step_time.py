@@ -4,10 +4,13 @@ the step's 23 GEMMs, measured in one run, interleaved, medians over repeats.
 Each contender runs in its own child process (PyTorch's OpenMP threads spin
 after a parallel region and would slow an OpenBLAS call that follows them in
 the same process), in alternating rounds so that machine noise hits all alike.
+The ratios are paired: each round's median of one contender over the same
+round's median of the other, then the median over rounds (on a shared machine
+the step time drifts by 20% between rounds; a ratio within a round drifts less).
 Also the peak resident memory of a short training run at batch 200 (a child
 process running `tinynet train`-equivalent code).
 
-    python benchmarks/step_time.py [--repeats 30] [--rounds 3] [--out benchmarks/results/step_time.md]
+    python benchmarks/step_time.py [--repeats 15] [--rounds 6] [--out benchmarks/results/step_time.md]
 
 Two tinynet rows: `SGD(net)` as constructed (guard="full": a copy of theta
 before the step and a finiteness reduction after it, which PyTorch does not
@@ -129,8 +132,8 @@ def cpu_info():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=30, help="timed steps per round")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=15, help="timed steps per round")
+    ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "step_time.md"))
     args = ap.parse_args()
@@ -150,16 +153,23 @@ def main():
 
     names = {"tinynet": "tinynet", "tinynet-inputs": "tinynet, guard=inputs (tinynet train)",
              "pytorch": "pytorch", "gemm": "gemm-only (numpy)"}
-    times = {k: [] for k in names.values()}
-    for _ in range(args.rounds):
-        for w, k in names.items():
+    rounds = {k: [] for k in names.values()}          # per round: that round's step times
+    order = list(names)
+    for r in range(args.rounds):
+        for w in order[r % len(order):] + order[:r % len(order)]:   # rotated: no contender always follows another
             out = subprocess.run([sys.executable, __file__, "--worker", w, "--repeats", str(args.repeats)],
                                  capture_output=True, text=True, check=True)
-            times[k] += [float(t) for t in out.stdout.split()]
-    steps = times
+            rounds[names[w]].append(np.array([float(t) for t in out.stdout.split()]))
+    times = {k: np.concatenate(v) for k, v in rounds.items()}
     flops = gemm_only()[1]
     med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
     q = {k: (float(np.percentile(v, 25)) * 1e3, float(np.percentile(v, 75)) * 1e3) for k, v in times.items()}
+
+    def ratio(k, ref):
+        """Median over rounds of (k's median / ref's median in the same round), and the range."""
+        r = [np.median(a) / np.median(b) for a, b in zip(rounds[k], rounds[ref])]
+        return float(np.median(r)), float(min(r)), float(max(r))
+    G, P = "gemm-only (numpy)", "pytorch"
     mem = peak_memory_mb()
 
     coretype = os.environ.get("OPENBLAS_CORETYPE", "(unset: auto-detected)")
@@ -167,29 +177,32 @@ def main():
         "# SGD step time, mnist-autoencoder, batch 200, float32",
         "",
         f"Command: `python benchmarks/step_time.py --repeats {args.repeats} --rounds {args.rounds}` "
-        f"(each contender in its own process, {args.rounds} alternating rounds); BLAS: {blas_info()}; "
+        f"(each contender in its own process, {args.rounds} rounds in rotated order); BLAS: {blas_info()}; "
         f"OPENBLAS_CORETYPE={coretype}; OPENBLAS_NUM_THREADS="
         f"{os.environ.get('OPENBLAS_NUM_THREADS', '(unset)')}; PyTorch threads {torch_threads()}; {cpu_info()}, {os.cpu_count()} cores.",
+        "",
+        "Ratios: the median over rounds of the ratio of the two contenders' medians in each round "
+        "(paired), with the range over rounds.",
         "",
         "| what | median ms | IQR ms | x GEMM-only | x PyTorch |",
         "|---|---:|---:|---:|---:|",
     ]
-    for k in steps:
+    for k in times:
+        (rg, lg, hg), (rp, lp, hp) = ratio(k, G), ratio(k, P)
         lines.append(f"| {k} | {med[k]:.2f} | {q[k][0]:.2f}-{q[k][1]:.2f} | "
-                     f"{med[k] / med['gemm-only (numpy)']:.2f} | {med[k] / med['pytorch']:.2f} |")
+                     f"{rg:.2f} ({lg:.2f}-{hg:.2f}) | {rp:.2f} ({lp:.2f}-{hp:.2f}) |")
     lines += ["", f"GEMM FLOPs per step: {flops / 1e9:.3f} GFLOP "
-              f"({flops / med['gemm-only (numpy)'] / 1e6:.0f} GFLOP/s in the GEMM-only run).",
+              f"({flops / med[G] / 1e6:.0f} GFLOP/s in the GEMM-only run).",
               f"Peak RSS of a 30-step training run on real MNIST (batch 200): {mem if isinstance(mem, str) else f'{mem:.0f} MB'}.",
               "",
-              f"Targets: tinynet <= PyTorch: {'met' if med['tinynet'] <= med['pytorch'] else 'NOT met'}; "
-              f"tinynet <= 1.5x GEMM-only: {'met' if med['tinynet'] <= 1.5 * med['gemm-only (numpy)'] else 'NOT met'}; "
+              f"Targets: tinynet <= PyTorch: {'met' if ratio('tinynet', P)[0] <= 1 else 'NOT met'}; "
+              f"tinynet <= 1.5x GEMM-only: {'met' if ratio('tinynet', G)[0] <= 1.5 else 'NOT met'}; "
               f"peak memory < 1.5 GB: {'met' if not isinstance(mem, str) and mem < 1536 else 'NOT met'}.",
               ""]
-    g, p = med["gemm-only (numpy)"], med["pytorch"]
     for k in ("tinynet", "tinynet, guard=inputs (tinynet train)"):
-        lines.append(f"Targets (issue 18), {k}: <= 1.2x GEMM-only: {'met' if med[k] <= 1.2 * g else 'NOT met'} "
-                     f"({med[k] / g:.2f}x); <= 0.8x PyTorch: {'met' if med[k] <= 0.8 * p else 'NOT met'} "
-                     f"({med[k] / p:.2f}x).")
+        rg, rp = ratio(k, G)[0], ratio(k, P)[0]
+        lines.append(f"Targets (issue 18), {k}: <= 1.2x GEMM-only: {'met' if rg <= 1.2 else 'NOT met'} "
+                     f"({rg:.2f}x); <= 0.8x PyTorch: {'met' if rp <= 0.8 else 'NOT met'} ({rp:.2f}x).")
     text = "\n".join(lines)
     print(text)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

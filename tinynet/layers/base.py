@@ -9,6 +9,11 @@ Seed 001 names the pieces a stage provides:
                                                  grad_x f_l b_l summed over the
                                                  batch, written into `grad` (the
                                                  stage's slice of the flat gradient)
+  vjp_sgd(ctx, b_out, theta, grad, alpha, need_b_in=True)
+                             -> b_in             vjp, and the stage's slice theta
+                                                 moved by -alpha (its gradient):
+                                                 plain SGD inside the reverse pass
+                                                 (default: vjp into grad, then axpy)
   jvp(ctx, dz_in, dx)        -> dz_out           dz_l = grad_x f_l dx_l + grad_z f_l dz_{l-1}
                                                  (dz_in or dx may be None: zero)
   jac_x(ctx)  (n, out, p)    per-example Jacobian of the output w.r.t. x_l
