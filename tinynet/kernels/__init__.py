@@ -7,4 +7,5 @@ batchnorm2d, pool) are compiled with `error_model="numpy"`: IEEE division
 (x / 0 is inf or nan, caught by the optimizers' finiteness guards) instead of
 Numba's default Python model, whose per-element ZeroDivisionError branch keeps
 LLVM from vectorizing the loop (the float32 sigmoid ran 3x slower with it).
-The arithmetic is the same, so the results are bit-identical."""
+The arithmetic is the same, so the results are bit-identical to the default
+model's."""

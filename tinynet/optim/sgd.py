@@ -5,7 +5,10 @@ variant (v = mu v + g; w -= alpha v, or w -= alpha (g + mu v)).
 lr_scaling="share-fanin": each layer's stepsize is alpha / sqrt(share x fanin)
 (the slides' per-layer stepsizes, tinynet.optim.lr_scaling). weight_decay:
 the gradient of loss + (weight_decay / 2) ||w||^2 (L2 regularization, the
-slides' sanity check), g <- g + weight_decay w."""
+slides' sanity check), g <- g + weight_decay w.
+Plain SGD (none of these, one process) takes the same step inside the reverse
+pass (Sequential.loss_and_sgd_update): each layer moves as soon as its
+gradient is formed, so the flat gradient is never assembled and read back."""
 from tinynet.optim.base import Optimizer, check_range
 from tinynet.optim.lr_scaling import layer_factors, scale_gradient
 from tinynet.optim.schedules import Constant
