@@ -58,8 +58,8 @@ of different layers cannot be fused. Two savings: the bottom Linear layer needs
 no correction (its dh is never used), and dW h_i + db for the whole batch is
 -lambda (H H^T + 1 1^T) B (a Gram product, n^2 (i + o) instead of n i o flops
 when that is cheaper), likewise B dW = -lambda (B B^T) H. Measured on the
-MNIST autoencoder, batch 200, float32, 2 cores (benchmarks/ubp.py): 3.2x an
-SGD step (GN), 3.6x (exact; it adds one plain backward pass for the f'' * b
+MNIST autoencoder, batch 200, float32, 2 cores (benchmarks/ubp.py): 3.4x an
+SGD step (GN), 3.8x (exact; it adds one plain backward pass for the f'' * b
 weights); the GEMM flops alone are 3.35x. Explicit mode: ~60x at batch 20.
 
 Explosion control (thesis 5.5): per layer, rho_l = ||C|| / ||B|| (Frobenius
