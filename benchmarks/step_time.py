@@ -18,8 +18,8 @@ do) and with guard="inputs", the setting `tinynet train` runs with.
 
 Targets (issue 2): tinynet <= PyTorch; tinynet <= 1.5x GEMM-only; peak memory < 1.5 GB.
 Targets (issue 18): tinynet <= 1.2x GEMM-only and <= 0.8x PyTorch.
-Reports OPENBLAS_CORETYPE and the BLAS kernel numpy runs with: compare runs only
-with the same setting.
+Reports OPENBLAS_CORETYPE and the BLAS libraries with their kernels (numpy's, and
+scipy's, which Numba's np.dot calls): compare runs only with the same setting.
 """
 import argparse
 import os
@@ -29,16 +29,11 @@ import time
 
 import numpy as np
 
+from bench_env import blas_info, cpu_info, torch_threads  # benchmarks/, next to this script
+
 SIZES = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
 N = 200
 
-
-
-def torch_threads():
-    """PyTorch's thread count: BENCH_THREADS, else OPENBLAS_NUM_THREADS (the
-    limit numpy's and Numba's BLAS run under, so both sides get the same
-    cores), else 2."""
-    return int(os.environ.get("BENCH_THREADS") or os.environ.get("OPENBLAS_NUM_THREADS") or 2)
 
 def tinynet_step(guard="full"):
     from tinynet.models import mnist_autoencoder
@@ -109,27 +104,6 @@ def peak_memory_mb(steps=30):
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def blas_info():
-    try:
-        cfg = np.show_config(mode="dicts")
-        blas = cfg["Build Dependencies"]["blas"]
-        return f"{blas.get('name')} {blas.get('version')}"
-    except Exception:
-        return "unknown"
-
-
-def cpu_info():
-    """CPU model and its widest SIMD (speed ratios differ between AVX2 and AVX-512 machines)."""
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        return "unknown CPU"
-    model = next((l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name")), "unknown CPU")
-    flags = next((l.split(":", 1)[1].split() for l in text.splitlines() if l.startswith("flags")), [])
-    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    return f"{model}, {simd}"
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=15, help="timed steps per round")
@@ -179,7 +153,7 @@ def main():
         f"Command: `python benchmarks/step_time.py --repeats {args.repeats} --rounds {args.rounds}` "
         f"(each contender in its own process, {args.rounds} rounds in rotated order); BLAS: {blas_info()}; "
         f"OPENBLAS_CORETYPE={coretype}; OPENBLAS_NUM_THREADS="
-        f"{os.environ.get('OPENBLAS_NUM_THREADS', '(unset)')}; PyTorch threads {torch_threads()}; {cpu_info()}, {os.cpu_count()} cores.",
+        f"{os.environ.get('OPENBLAS_NUM_THREADS', '(unset)')}; PyTorch threads {torch_threads()}; CPU: {cpu_info()}.",
         "",
         "Ratios: the median over rounds of the ratio of the two contenders' medians in each round "
         "(paired), with the range over rounds.",

@@ -185,41 +185,40 @@ class Sequential:
         value, _ = self.loss_stage.forward(F, self.as_target(Y))
         return value
 
-    def backward(self, ctxs, b, grad):
+    def backward(self, ctxs, b, grad, sgd_alpha=None):
         """Reverse pass from b = d loss / d output: writes the flat gradient into
-        `grad` (backend vector) and returns it."""
+        `grad` (backend vector) and returns it. With `sgd_alpha`, plain SGD's step
+        theta -= sgd_alpha grad rides in the pass: each stage moves its own
+        parameters as soon as its gradient is formed (Stage.vjp_sgd; `grad` is
+        then scratch), so the flat gradient is never assembled and read back."""
         first = next((i for i, (a, c) in enumerate(self.offsets) if c > a), len(self.layers))
         for i in range(len(self.layers) - 1, -1, -1):
             a, c = self.offsets[i]
-            b = self.layers[i].vjp(ctxs[i], b, grad[a:c] if c > a else None,
-                                   need_b_in=i > first)
+            if c > a and sgd_alpha is not None:
+                b = self.layers[i].vjp_sgd(ctxs[i], b, self.theta[a:c], grad[a:c], sgd_alpha, need_b_in=i > first)
+            else:
+                b = self.layers[i].vjp(ctxs[i], b, grad[a:c] if c > a else None, need_b_in=i > first)
             if b is None:
                 break
         return grad
 
+    def _grad_buffer(self):
+        """The flat gradient vector reused between calls."""
+        if self._grad is None:
+            self._grad = self.bk.zeros(self.n_params, self.dtype)
+        return self._grad
+
     def loss_and_sgd_update(self, X, Y, alpha):
-        """Plain SGD's step theta -= alpha grad, fused into the reverse pass:
-        each stage moves its own parameters as soon as its gradient is formed
-        (Stage.vjp_sgd), so the flat gradient is never assembled and read back.
-        Returns the batch-mean loss before the step. One process only: across
-        ranks the gradient must be all-reduced first (loss_and_gradient)."""
+        """Plain SGD's step theta -= alpha grad, inside the reverse pass
+        (backward with sgd_alpha). Returns the batch-mean loss before the step.
+        One process only: across ranks the gradient must be all-reduced first
+        (loss_and_gradient)."""
         if self.comm.size > 1:
             raise ValueError("loss_and_sgd_update runs in one process; across ranks use "
                              "loss_and_gradient, which all-reduces the gradient")
         F, ctxs = self.forward_ctx(X)
         value, lctx = self.loss_stage.forward(F, self.as_target(Y))
-        if self._grad is None:
-            self._grad = self.bk.zeros(self.n_params, self.dtype)
-        grad, theta, b = self._grad, self.theta, self.loss_stage.vjp(lctx)
-        first = next((i for i, (a, c) in enumerate(self.offsets) if c > a), len(self.layers))
-        for i in range(len(self.layers) - 1, -1, -1):
-            a, c = self.offsets[i]
-            if c > a:
-                b = self.layers[i].vjp_sgd(ctxs[i], b, theta[a:c], grad[a:c], alpha, need_b_in=i > first)
-            else:
-                b = self.layers[i].vjp(ctxs[i], b, None, need_b_in=i > first)
-            if b is None:
-                break
+        self.backward(ctxs, self.loss_stage.vjp(lctx), self._grad_buffer(), sgd_alpha=alpha)
         return value
 
     def loss_and_gradient(self, X, Y, out=None):
@@ -230,9 +229,7 @@ class Sequential:
         F, ctxs = self.forward_ctx(X)
         value, lctx = self.loss_stage.forward(F, self.as_target(Y))
         if out is None:
-            if self._grad is None:
-                self._grad = self.bk.zeros(self.n_params, self.dtype)
-            out = self._grad
+            out = self._grad_buffer()
         self.backward(ctxs, self.loss_stage.vjp(lctx), out)
         if self.comm.size > 1:
             value = self.comm.mean_gradient(self.bk, out, value)

@@ -37,17 +37,15 @@ class SGD(Optimizer):
         if self.v is None and not self.weight_decay and not self.factors and self.net.comm.size == 1:
             # plain SGD: the update rides in the reverse pass (one pass over theta fewer)
             loss = self.net.loss_and_sgd_update(X, Y, alpha)
-            self.k += 1
-            self.metrics["lr"] = alpha
-            return loss
-        loss, g = self.net.loss_and_gradient(X, Y)
-        if self.weight_decay:
-            self.bk.axpy(self.weight_decay, self.net.theta, g)
-        scale_gradient(self.bk, g, self.factors)
-        if self.v is None:
-            self.bk.axpy(-alpha, g, self.net.theta)
         else:
-            self.bk.momentum_update(self.net.theta, self.v, g, alpha, self.momentum, self.nesterov)
+            loss, g = self.net.loss_and_gradient(X, Y)
+            if self.weight_decay:
+                self.bk.axpy(self.weight_decay, self.net.theta, g)
+            scale_gradient(self.bk, g, self.factors)
+            if self.v is None:
+                self.bk.axpy(-alpha, g, self.net.theta)
+            else:
+                self.bk.momentum_update(self.net.theta, self.v, g, alpha, self.momentum, self.nesterov)
         self.k += 1
         self.metrics["lr"] = alpha
         return loss
