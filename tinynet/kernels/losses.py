@@ -16,8 +16,12 @@ import math
 from numba import njit
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"reassoc"})
 def mse_cpu(F, Y, scale, l, G):
+    # reassoc lets the float64 sum of squares vectorize: in order, every add
+    # waited on the last (latency-bound; (200, 784) on Zen 3: float32 171 -> 62 us,
+    # float64 146 -> 69 us). G is elementwise and keeps its bits; l moves in its
+    # last float64 bits (2e-15 relative), below float32's rounding of l
     n, k = F.shape
     for i in range(n):
         acc = 0.0
