@@ -6,7 +6,8 @@ imported, and it changes what `numba.cuda` is for the whole process):
 
     NUMBA_ENABLE_CUDASIM=1 pytest tests/cuda -m cudasim
 
-`pytest tests/cuda -m cudasim` without the variable also works: when the run
+(.ci/run adds `-n 2`: two pytest-xdist workers, each its own process with the
+variable inherited, 11 -> 4.6 minutes on two cores.) `pytest tests/cuda -m cudasim` without the variable also works: when the run
 targets only this directory and numba is not imported yet, the variable is set
 here (os.environ.setdefault). In any other run (the default `pytest`, which
 collects tests/) nothing here is collected or imported, so the default process
