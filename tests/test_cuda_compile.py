@@ -155,6 +155,17 @@ CASES += [
 ]
 KERNEL_MODULES += [smp]
 
+# ---- per-step scalars kept on the device (KFAC's trust region): q and nu are
+# float64 as the host floats they replace; axpy_s forms its float64 coefficient
+# once, then updates the float32 vector (its one f64 multiply is that product)
+from tinynet.kernels import scalars as sc  # noqa: E402
+CASES += [
+    ("kl_clip_factor", sc.kl_clip_factor_cuda, (float64[:], float64, float64), False),
+    ("axpy_s", sc.axpy_s_cuda, (float64, float64[:], I, V, V), False),
+    ("sum_into", sc.sum_into_cuda, (float64[:], float64[:], I), False),
+]
+KERNEL_MODULES += [sc]
+
 _F64_OP = re.compile(r"^\s*[a-z][\w.]*\.f64\b", re.M)   # an instruction on f64 operands
 
 

@@ -20,6 +20,7 @@ from tinynet.kernels import activations as _act
 from tinynet.kernels import linalg as _la
 from tinynet.kernels import losses as _loss
 from tinynet.kernels import optim as _opt
+from tinynet.kernels import scalars as _sc
 from tinynet.kernels import second_order as _so
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
@@ -111,6 +112,35 @@ class CPUBackend(Backend):
 
     def dot(self, x, y):
         return float(self._run("dot", _la.dot_cpu, (x, y), nbytes=2 * x.nbytes))
+
+    # -- per-step scalars kept in a float64 backend vector (tinynet.kernels.scalars) --
+    def fill(self, x, v):
+        """x[...] = v in place."""
+        x[...] = v
+        return x
+
+    def value(self, vec, i):
+        """vec[i] as a host float (bk.value on the GPU defers the copy)."""
+        return float(vec[i])
+
+    def dot_acc(self, x, y, acc, i=0):
+        """acc[i] += sum_i x[i] y[i] (acc a float64 backend vector): a dot that
+        stays on the device (on the CPU the same float64 add as `q += bk.dot`)."""
+        acc[i] += self.dot(x, y)
+
+    def kl_clip_factor(self, acc, lr, kl_clip):
+        """acc[1] = min(1, sqrt(kl_clip / (lr^2 acc[0]))), 1 unless acc[0] > 0."""
+        self._run("kl_clip_factor", _sc.kl_clip_factor_cpu, (acc, float(lr), float(kl_clip)))
+
+    def axpy_s(self, c, s, j, x, y):
+        """y += (c s[j]) x, the coefficient read from the backend vector s."""
+        self._run("axpy_s", _sc.axpy_s_cpu, (float(c), s, int(j), x, y), nbytes=3 * x.nbytes)
+        return y
+
+    def matmul_acc_s(self, A, B, out, c, s, j, ta=False, tb=False, scratch=None):
+        """matmul_acc with alpha = c s[j] read from the backend vector s (here
+        a host read: BLAS takes alpha as a host number)."""
+        return self.matmul_acc(A, B, out, alpha=c * float(s[j]), ta=ta, tb=tb, scratch=scratch)
 
     # -- activations ---------------------------------------------------------------
     def act_fwd(self, kind, Z, out=None):

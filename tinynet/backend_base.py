@@ -24,6 +24,8 @@ import time
 import weakref
 from collections import defaultdict
 
+import numpy as np
+
 _HOST_OWNER = None        # weakref to the backend whose profile host_call reports to
 
 
@@ -156,6 +158,25 @@ class Backend:
         if out is not None and tuple(out.shape) != (m, n):
             raise ValueError(f"matmul: out has shape {tuple(out.shape)}, the product is {(m, n)}")
         return m, n, k
+
+
+class DeviceValue:
+    """Entry i of a device vector, copied to the host when read: float(v) or
+    numpy (np.asarray(v)). The vector may be overwritten by a
+    later step: read it before the next one (optim.metrics are overwritten
+    every step, and the trainer reads them between steps)."""
+
+    def __init__(self, vec, i):
+        self.vec, self.i = vec, i
+
+    def __float__(self):
+        return float(self.vec[self.i: self.i + 1].copy_to_host()[0])
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(float(self), dtype=dtype)
+
+    def __repr__(self):
+        return f"DeviceValue({float(self)!r})"
 
 
 _BACKENDS = {}

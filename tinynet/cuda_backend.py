@@ -28,11 +28,12 @@ import numpy as np
 import numba
 from numba import cuda
 
-from tinynet.backend_base import Backend
+from tinynet.backend_base import Backend, DeviceValue
 from tinynet.kernels import activations as _act
 from tinynet.kernels import linalg as _la
 from tinynet.kernels import losses as _loss
 from tinynet.kernels import optim as _opt
+from tinynet.kernels import scalars as _sc
 from tinynet.kernels import second_order as _so
 
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
@@ -237,6 +238,49 @@ class CUDABackend(Backend):
         partial = cuda.device_array(blocks, dtype=np.float64)
         self._run("dot", _la.dot_cuda[blocks, T], (x, y, partial), nbytes=2 * x.nbytes)
         return float(np.sum(partial.copy_to_host()))
+
+    # -- per-step scalars kept in a float64 device vector (tinynet.kernels.scalars) --
+    def fill(self, x, v):
+        """x[...] = v in place (fill kernel)."""
+        if x.size:
+            flat = x.reshape(x.size)
+            self._launch("fill", _la.fill_cuda, x.size, (flat, flat.dtype.type(v)), nbytes=x.nbytes)
+        return x
+
+    def value(self, vec, i):
+        """vec[i], copied to the host only when read (DeviceValue): a per-step
+        diagnostic costs no copy back on the steps nobody reads it."""
+        return DeviceValue(vec, i)
+
+    def dot_acc(self, x, y, acc, i=0):
+        """acc[i] += sum_i x[i] y[i] on the device: dot_cuda's per-block partials
+        added in order by one thread (sum_into_cuda); nothing comes back."""
+        n = x.shape[0]
+        if n == 0:
+            return
+        T = _la.DOT_TPB
+        blocks = min((n + T - 1) // T, 1024)
+        partial = cuda.device_array(blocks, dtype=np.float64)
+        self._run("dot", _la.dot_cuda[blocks, T], (x, y, partial), nbytes=2 * x.nbytes)
+        self._run("sum_into", _sc.sum_into_cuda[1, 1], (partial, acc, int(i)))
+
+    def kl_clip_factor(self, acc, lr, kl_clip):
+        """acc[1] = min(1, sqrt(kl_clip / (lr^2 acc[0]))), 1 unless acc[0] > 0."""
+        self._run("kl_clip_factor", _sc.kl_clip_factor_cuda[1, 1], (acc, float(lr), float(kl_clip)))
+
+    def axpy_s(self, c, s, j, x, y):
+        """y += (c s[j]) x, the coefficient read on the device from s."""
+        self._launch("axpy_s", _sc.axpy_s_cuda, x.shape[0], (float(c), s, int(j), x, y), nbytes=3 * x.nbytes)
+        return y
+
+    def matmul_acc_s(self, A, B, out, c, s, j, ta=False, tb=False, scratch=None):
+        """matmul_acc with alpha = c s[j] read on the device: the product, then axpy_s."""
+        m, n, _ = self._matmul_shape(A, B, out, ta, tb)
+        if not out.is_c_contiguous() or out.dtype != A.dtype:
+            raise ValueError(f"matmul_acc_s: out must be C-contiguous {A.dtype}, got {out.dtype}")
+        P = self.matmul(A, B, out=None if scratch is None else scratch.reshape(m, n), ta=ta, tb=tb)
+        self.axpy_s(c, s, j, P.reshape(m * n), out.reshape(m * n))
+        return out
 
     # -- activations ---------------------------------------------------------------
     def act_fwd(self, kind, Z, out=None):

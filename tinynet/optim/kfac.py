@@ -62,7 +62,13 @@ float64 (tinynet.optim.stats: kfac_sums, RunningFactors); "device" keeps them
 on the network's backend (tinynet.optim.device_factors: the GEMMs S_A, S_B and
 the running averages there, so only the amortized inversion reads them down);
 "auto" (the default) is "device" on a GPU in one process, "host" otherwise.
-Both compute the same numbers (tests/test_device_factors.py).
+Both compute the same numbers (tests/test_device_factors.py). In one process
+the trust region's q and nu stay on the backend too (a float64 vector,
+tinynet.kernels.scalars: bk.dot_acc, kl_clip_factor, axpy_s), so a step
+without statistics or inversion copies only its loss back from a GPU
+(tests/cuda/test_scalars_cuda.py); metrics kl_nu and kl_q are read from the
+device when someone reads them. On the CPU the numbers are bit for bit those
+of host floats.
 """
 import copy
 
@@ -127,6 +133,7 @@ class KFAC(Optimizer):
         self.dampings = {}       # Kronecker index -> (pi sqrt(eps), sqrt(eps)/pi) of the current inverses
         self._grad = self.bk.zeros(net.n_params, net.dtype)
         self._shares = shares(net)
+        self._acc = None         # [q, nu] of the trust region (_scalars)
 
     @property
     def factors(self):
@@ -276,8 +283,13 @@ class KFAC(Optimizer):
         if comm.size > 1:
             return self._update_reduced(loss, routes, ctxs, Bs)
         # every layer's preconditioned factors first: nu needs q of all layers
-        # before any update is applied
-        pending, q = [], 0.0
+        # before any update is applied. q and nu stay in a float64 backend
+        # vector acc = [q, nu] (tinynet.kernels.scalars): on the GPU a host float
+        # per layer would be a copy back and a wait for the device each time
+        acc, clip = self._scalars(), self.kl_clip is not None
+        if clip:
+            bk.fill(acc[0:1], 0.0)
+        pending = []
         for i, route in routes.items():
             Ainv, Ginv = self.inverses[i]
             if route == "batch":
@@ -289,26 +301,36 @@ class KFAC(Optimizer):
                 H1 = bk.append_ones(H)                                        # [H 1], (n, i+1)
                 HA = bk.matmul(H1, Ainv, tb=True)                             # [H 1] A_d^{-1}, (n, i+1)
                 BG = bk.matmul(B, Ginv, tb=True)                              # B G_d^{-1}, (n, o)
-                if self.kl_clip is not None:
-                    q += layer_q(bk, B, BG, H1, HA)
+                if clip:
+                    layer_q(bk, B, BG, H1, HA, acc=acc)
                 pending.append((i, HA, BG))
             else:
                 a, c = net.offsets[i]
                 s = net.layers[i]
                 GammaT = self._grad[a:c].reshape(s.fan_in + 1, s.fan_out)     # [grad W^T; grad b^T]
                 Dt = bk.matmul(bk.matmul(Ainv, GammaT), Ginv)                 # A_d^{-1} Gamma^T G_d^{-1}
-                if self.kl_clip is not None:
-                    q += bk.dot(GammaT.reshape(-1), Dt.reshape(-1))
+                if clip:
+                    bk.dot_acc(GammaT.reshape(-1), Dt.reshape(-1), acc, 0)
                 pending.append((i, Dt, None))
-        nu = clip_factor(q, self.lr, self.kl_clip)
+        if clip:
+            bk.kl_clip_factor(acc, self.lr, self.kl_clip)                     # acc[1] = nu (1 without the clip)
         for i, P, BG in pending:
             a, c = net.offsets[i]                                             # rows: vec(W) col-major, then b
             if BG is None:
-                bk.axpy(-self.lr * nu, P.reshape(-1), net.theta[a:c])
+                bk.axpy_s(-self.lr, acc, 1, P.reshape(-1), net.theta[a:c])
             else:                                                             # [W^T; b^T] += -lr nu (H1 A_d^-1)^T (B G_d^-1)
                 view = net.theta[a:c].reshape(P.shape[1], BG.shape[1])
-                bk.matmul_acc(P, BG, view, -self.lr * nu, ta=True)
-        self.metrics.update(kl_nu=nu, kl_q=q)
+                bk.matmul_acc_s(P, BG, view, -self.lr, acc, 1, ta=True)
+        # read when someone reads them (the trainer, at its evaluations): on the
+        # GPU bk.value defers the copy back
+        self.metrics.update(kl_nu=bk.value(acc, 1), kl_q=bk.value(acc, 0))
         other_stages_sgd(net, self._grad, self.lr)
         self.k += 1
         return loss
+
+    def _scalars(self):
+        """acc = [q, nu] of the trust region, a float64 backend vector made once
+        ([0, 1]: the values without the clip)."""
+        if self._acc is None:
+            self._acc = self.bk.asarray(np.array([0.0, 1.0]))
+        return self._acc

@@ -29,15 +29,19 @@ two n x n GEMMs from the batch matrices the update already formed.
 import numpy as np
 
 
-def layer_q(bk, B, BGinv, H1, H1Ainv):
+def layer_q(bk, B, BGinv, H1, H1Ainv, acc=None):
     """vec(Gamma)^T (A_d ⊗ G_d)^{-1} vec(Gamma) of one Linear layer (host float):
-    < B G_d^{-1} B^T , [H 1] A_d^{-1} [H 1]^T >_F.
+    < B G_d^{-1} B^T , [H 1] A_d^{-1} [H 1]^T >_F. With `acc` (a float64 backend
+    vector) it is added to acc[0] where acc lives instead (bk.dot_acc) and
+    None is returned.
 
     B (n, o), BGinv = B G_d^{-1} (n, o), H1 = [H 1] (n, i+1), H1Ainv =
     [H 1] A_d^{-1} (n, i+1); backend arrays."""
     X = bk.matmul(BGinv, B, tb=True)                  # (n, n) B G_d^{-1} B^T
     Y = bk.matmul(H1Ainv, H1, tb=True)                # (n, n) [H 1] A_d^{-1} [H 1]^T
     n = X.shape[0]
+    if acc is not None:
+        return bk.dot_acc(X.reshape(n * n), Y.reshape(n * n), acc, 0)
     return bk.dot(X.reshape(n * n), Y.reshape(n * n))
 
 

@@ -15,6 +15,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from tinynet.backend_base import DeviceValue
 from tinynet.distributed.comm import LOCAL, RankFailed
 from tinynet.distributed.failure import on_every_rank
 from tinynet.distributed.sharding import shard_bounds
@@ -520,7 +521,7 @@ def _next_batch(st, rng, n, batch_size):
 def _scalar_metrics(metrics):
     out = {}
     for k, v in (metrics or {}).items():
-        if isinstance(v, (bool, int, float, np.integer, np.floating)) or \
+        if isinstance(v, (bool, int, float, np.integer, np.floating, DeviceValue)) or \
                 (isinstance(v, np.ndarray) and v.size == 1):
             out[k] = float(v)
     return out
