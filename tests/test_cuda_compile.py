@@ -163,6 +163,8 @@ CASES += [
     ("kl_clip_factor", sc.kl_clip_factor_cuda, (float64[:], float64, float64), False),
     ("axpy_s", sc.axpy_s_cuda, (float64, float64[:], I, V, V), False),
     ("sum_into", sc.sum_into_cuda, (float64[:], float64[:], I), False),
+    ("ratio_clip", sc.ratio_clip_cuda, (float64[:], I, float64, boolean), False),
+    ("scale_s", sc.scale_s_cuda, (float64[:], I, V), False),
 ]
 KERNEL_MODULES += [sc]
 

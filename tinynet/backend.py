@@ -137,6 +137,11 @@ class CPUBackend(Backend):
         self._run("axpy_s", _sc.axpy_s_cpu, (float(c), s, int(j), x, y), nbytes=3 * x.nbytes)
         return y
 
+    def scale_s(self, s, j, x):
+        """x *= s[j], the factor read from the backend vector s."""
+        self._run("scale_s", _sc.scale_s_cpu, (s, int(j), x), nbytes=2 * x.nbytes)
+        return x
+
     def matmul_acc_s(self, A, B, out, c, s, j, ta=False, tb=False, scratch=None):
         """matmul_acc with alpha = c s[j] read from the backend vector s (here
         a host read: BLAS takes alpha as a host number)."""

@@ -273,6 +273,11 @@ class CUDABackend(Backend):
         self._launch("axpy_s", _sc.axpy_s_cuda, x.shape[0], (float(c), s, int(j), x, y), nbytes=3 * x.nbytes)
         return y
 
+    def scale_s(self, s, j, x):
+        """x *= s[j], the factor read on the device from s."""
+        self._launch("scale_s", _sc.scale_s_cuda, x.shape[0], (s, int(j), x), nbytes=2 * x.nbytes)
+        return x
+
     def matmul_acc_s(self, A, B, out, c, s, j, ta=False, tb=False, scratch=None):
         """matmul_acc with alpha = c s[j] read on the device: the product, then axpy_s."""
         m, n, _ = self._matmul_shape(A, B, out, ta, tb)

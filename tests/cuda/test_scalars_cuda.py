@@ -76,3 +76,33 @@ def test_kfac_step_keeps_its_trust_region_on_the_device(monkeypatch, route):
     assert float(nu) == pytest.approx(opts["cpu"].metrics["kl_nu"], rel=1e-5)
     assert float(nu) < 1                                     # the clip scaled the step
     np.testing.assert_allclose(nets["cuda"].get_flat(), nets["cpu"].get_flat(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("clip", [None, 1e-3])
+def test_ubp_explosion_control_stays_on_the_device(monkeypatch, clip):
+    """UBP's per-layer rho = ||C|| / ||B|| and its clip: a step copies only the
+    loss back (before, two dot products per layer came back), and rho, the
+    clip and the update agree with the CPU."""
+    from tinynet.optim import UBP
+    r = np.random.default_rng(1)
+    X, Y = r.standard_normal((6, 6)).astype(np.float32), r.standard_normal((6, 3)).astype(np.float32)
+    nets, opts = {}, {}
+    for device in ("cpu", "cuda"):
+        nets[device] = net = _net(device)
+        opts[device] = UBP(net, 0.5, clip=clip)
+        bX, bY = (net.bk.asarray(A) for A in (X, Y))
+        opts[device].step(bX, bY)
+        if device == "cuda":
+            t = _Transfers(monkeypatch, type(bX))
+        opts[device].step(bX, bY)
+    assert (t.h2d, t.d2h) == (0, 1)
+    monkeypatch.undo()
+    o_cpu, o_gpu = opts["cpu"], opts["cuda"]
+    assert isinstance(o_gpu.metrics["correction_ratio"], DeviceValue)
+    assert sorted(o_gpu.last_ratios) == sorted(o_cpu.last_ratios)
+    for t_ in o_cpu.last_ratios:
+        assert float(o_gpu.last_ratios[t_]) == pytest.approx(o_cpu.last_ratios[t_], rel=1e-4)
+    assert float(o_gpu.metrics["correction_ratio"]) == pytest.approx(max(o_cpu.last_ratios.values()), rel=1e-4)
+    if clip is not None:
+        assert max(o_cpu.last_ratios.values()) > clip        # the clip acted
+    np.testing.assert_allclose(nets["cuda"].get_flat(), nets["cpu"].get_flat(), rtol=1e-5, atol=1e-6)

@@ -8,6 +8,10 @@ on the GPU each host float is a device-to-host copy and a wait for the device.
   acc[1]   nu = min(1, sqrt(kl_clip / (lr^2 q))), 1 unless q > 0   (kl_clip_factor)
   y += (c acc[j]) x                                          (axpy_s)
 
+UBP's per-layer ratio rho = ||C|| / ||B|| and its clip factor likewise
+(ratio_clip, scale_s): acc[0] the step's largest rho, then four entries per
+layer.
+
 The CPU twins compute the same numbers in the same order as the host floats
 they replace (float64 adds, IEEE sqrt, the coefficient rounded to y's dtype
 once), so a CPU step keeps its bits.
@@ -32,7 +36,60 @@ def axpy_s_cpu(c, s, j, x, y):
         y[i] += a * x[i]
 
 
+@njit(cache=True, error_model="numpy")
+def ratio_clip_cpu(acc, j, clip, first):
+    """UBP's explosion control for one layer (tinynet.optim.ubp, thesis 5.5),
+    from acc[j] = ||C||^2 and acc[j+1] = ||B||^2: acc[j+2] = rho = ||C|| / ||B||
+    (0 when both are 0, inf when only B is), acc[j+3] = the factor C is scaled
+    by (clip / rho where rho > clip, else 1; clip < 0: no clip), and
+    acc[0] the step's largest ratio so far (`first`: this layer's rho; then
+    replaced by a larger one, as Python's max over the layers in order)."""
+    nc = math.sqrt(acc[j])
+    nb = math.sqrt(acc[j + 1])
+    if nb > 0:
+        rho = nc / nb
+    elif nc == 0:
+        rho = 0.0
+    else:
+        rho = math.inf
+    acc[j + 2] = rho
+    acc[j + 3] = clip / rho if clip >= 0 and rho > clip else 1.0
+    if first or rho > acc[0]:
+        acc[0] = rho
+
+
+@njit(cache=True)
+def scale_s_cpu(s, j, x):
+    """x *= s[j] rounded to x's dtype (as scale_cpu's caller does)."""
+    a = x.dtype.type(s[j])
+    for i in range(x.shape[0]):
+        x[i] *= a
+
+
 # ---------------------------------------------------------------- CUDA twins
+@cuda.jit
+def ratio_clip_cuda(acc, j, clip, first):
+    if cuda.grid(1) == 0:
+        nc = math.sqrt(acc[j])
+        nb = math.sqrt(acc[j + 1])
+        if nb > 0:
+            rho = nc / nb
+        elif nc == 0:
+            rho = float64(0)
+        else:
+            rho = math.inf
+        acc[j + 2] = rho
+        acc[j + 3] = clip / rho if clip >= 0 and rho > clip else float64(1)
+        if first or rho > acc[0]:
+            acc[0] = rho
+
+
+@cuda.jit
+def scale_s_cuda(s, j, x):
+    a = x.dtype.type(s[j])
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        x[i] *= a
+
 @cuda.jit
 def kl_clip_factor_cuda(acc, lr, kl_clip):
     if cuda.grid(1) == 0:

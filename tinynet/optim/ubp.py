@@ -89,6 +89,7 @@ batch (two numbers per layer).
 """
 import numpy as np
 
+from tinynet.kernels import scalars as _sc
 from tinynet.layers.activation import Activation
 from tinynet.optim.base import Optimizer, check_range
 
@@ -137,6 +138,7 @@ class UBP(Optimizer):
         self._delta = net.bk.zeros(net.n_params, net.dtype)   # updates, applied after the sweep
         self.v = net.bk.zeros(net.n_params, net.dtype) if self.momentum > 0 else None   # velocity
         self.last_jacobians, self.last_hessians, self.last_ratios = {}, {}, {}
+        self._acc = None          # explosion control's numbers on the backend (_scalars)
 
     # -- one step ----------------------------------------------------------------------
     def step(self, X, Y):
@@ -216,7 +218,10 @@ class UBP(Optimizer):
         bk.axpy(1.0, self._delta, net.theta)
         self.k += 1
         self.metrics["lr"] = lam
-        self.metrics["correction_ratio"] = max(self.last_ratios.values(), default=0.0)
+        if comm.size == 1 and self.last_ratios:      # acc[0], kept by ratio_clip
+            self.metrics["correction_ratio"] = bk.value(self._scalars(), 0)
+        else:
+            self.metrics["correction_ratio"] = max(self.last_ratios.values(), default=0.0)
         if comm.size > 1:
             loss = float(loss_box[0]) / comm.size
         return loss
@@ -271,8 +276,23 @@ class UBP(Optimizer):
         return w2
 
     def _control(self, t, C, B):
-        """rho_t = ||C|| / ||B||; clip C to ||C|| <= clip ||B|| (thesis 5.5)."""
+        """rho_t = ||C|| / ||B||; clip C to ||C|| <= clip ||B|| (thesis 5.5).
+        In one process rho and the clip factor stay on the backend (a float64
+        vector, tinynet.kernels.scalars.ratio_clip: on a GPU no copy back per
+        layer; on the CPU the same numbers as host floats); over MPI the two
+        squared norms are all-reduced on the host."""
         bk, comm = self.bk, self.net.comm
+        if comm.size == 1:
+            acc, j = self._scalars(), 1 + 4 * t
+            bk.fill(acc[j:j + 2], 0.0)
+            bk.dot_acc(C.reshape(-1), C.reshape(-1), acc, j)
+            bk.dot_acc(B.reshape(-1), B.reshape(-1), acc, j + 1)
+            bk.launch(_sc, "ratio_clip", 1, acc, j, -1.0 if self.clip is None else float(self.clip),
+                      not self.last_ratios)
+            self.last_ratios[t] = bk.value(acc, j + 2)
+            if self.clip is not None:
+                bk.scale_s(acc, j + 3, C.reshape(-1))
+            return C
         sq = np.array([bk.dot(C.reshape(-1), C.reshape(-1)), bk.dot(B.reshape(-1), B.reshape(-1))])
         comm.allreduce_sum([sq], "norms")            # Frobenius norms over the global batch
         nc, nb = np.sqrt(sq)
@@ -281,6 +301,13 @@ class UBP(Optimizer):
         if self.clip is not None and rho > self.clip:
             bk.scale(self.clip / rho, C.reshape(-1))
         return C
+
+    def _scalars(self):
+        """acc: [the step's largest rho, then (||C||^2, ||B||^2, rho, clip factor)
+        per layer index], a float64 backend vector made once."""
+        if self._acc is None:
+            self._acc = self.bk.zeros(1 + 4 * len(self.net.layers), np.float64)
+        return self._acc
 
     def _check_memory(self, n):
         """Bytes explicit mode holds: the stored per-layer arrays plus the largest
