@@ -17,6 +17,7 @@ import numpy as np
 from tinynet.backend_base import Backend, Profile, get_backend, host_call  # noqa: F401  (re-exported)
 
 from tinynet.kernels import activations as _act
+from tinynet.kernels import blas as _blas
 from tinynet.kernels import linalg as _la
 from tinynet.kernels import losses as _loss
 from tinynet.kernels import optim as _opt
@@ -24,6 +25,19 @@ from tinynet.kernels import scalars as _sc
 from tinynet.kernels import second_order as _so
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
+
+
+def _numpy_blas(A, out):
+    """Whether a product goes to numpy's OpenBLAS (tinynet.kernels.blas): where
+    it was found, for float32 / float64, into a C-contiguous out."""
+    return _blas.AVAILABLE and out.flags.c_contiguous and out.dtype == A.dtype and \
+        out.dtype in (np.float32, np.float64)
+
+
+def _c_operand(M, t):
+    """(C-contiguous array, transpose flag) for a C or F layout: an F-contiguous
+    M is the transpose of the C-contiguous M.T."""
+    return (M, t) if M.flags.c_contiguous else (M.T, not t)
 
 
 class CPUBackend(Backend):
@@ -65,7 +79,14 @@ class CPUBackend(Backend):
             out = np.empty((m, n), dtype=A.dtype)
         # a strided view (e.g. some columns of an array) is copied, so the @njit
         # kernels only ever see C or F layouts (one BLAS call, no slow fallback)
+        if m == 0 or n == 0 or k == 0:          # as np.dot: zeros (Numba's np.dot asserts on k = 0)
+            out[...] = 0
+            return out
         A, B = (M if M.flags.c_contiguous or M.flags.f_contiguous else np.ascontiguousarray(M) for M in (A, B))
+        if _numpy_blas(A, out):
+            (A, ta), (B, tb) = _c_operand(A, ta), _c_operand(B, tb)
+            self._run("matmul", _blas.gemm, (A, B, out, ta, tb, 1.0, 0.0), flops=2.0 * m * n * k)
+            return out
         fn = (_la.matmul_tt_cpu if tb else _la.matmul_tn_cpu) if ta else \
              (_la.matmul_nt_cpu if tb else _la.matmul_nn_cpu)
         self._run("matmul", fn, (A, B, out), flops=2.0 * m * n * k)
@@ -79,7 +100,13 @@ class CPUBackend(Backend):
         if not out.flags.c_contiguous or out.dtype != A.dtype:
             raise ValueError(f"matmul_acc: out must be C-contiguous {A.dtype}, got {out.dtype} "
                              f"{'C' if out.flags.c_contiguous else 'strided'}")
+        if m == 0 or n == 0 or k == 0:
+            return out
         A, B = (np.ascontiguousarray(M) for M in (A, B))
+        if _numpy_blas(A, out):
+            self._run("matmul_acc", _blas.gemm, (A, B, out, bool(ta), bool(tb), float(alpha), 1.0),
+                      flops=2.0 * m * n * k)
+            return out
         self._run("matmul_acc", _la.matmul_acc_cpu, (A, B, out, float(alpha), bool(ta), bool(tb)),
                   flops=2.0 * m * n * k)
         return out

@@ -4,10 +4,13 @@ vector updates.
 
 Index legend: A is (m, k) after its optional transpose, B is (k, n), out is (m, n).
 
-CPU kernels are `@njit` functions; inside Numba `np.dot` calls the same BLAS
-GEMM numpy uses, so a CPU matmul runs at the machine's GEMM speed (see
-TOOLCHAIN.md). Transposed operands are passed as transposed views, which BLAS
-reads without a copy.
+CPU kernels are `@njit` functions. The CPU backend's products go to numpy's
+own OpenBLAS through tinynet.kernels.blas where numpy's wheel carries it
+(faster than the OpenBLAS inside scipy, which Numba's `np.dot` calls, and one
+thread pool for the step); the matmul kernels here and matmul_acc_cpu are the
+fallback elsewhere, and the reference tests/test_blas.py compares it with.
+Transposed operands are passed as transposed views, which BLAS reads without
+a copy.
 """
 import numpy as np
 from numba import njit
