@@ -77,11 +77,11 @@ class CPUBackend(Backend):
         m, n, k = self._matmul_shape(A, B, out, ta, tb)
         if out is None:
             out = np.empty((m, n), dtype=A.dtype)
-        # a strided view (e.g. some columns of an array) is copied, so the @njit
-        # kernels only ever see C or F layouts (one BLAS call, no slow fallback)
         if m == 0 or n == 0 or k == 0:          # as np.dot: zeros (Numba's np.dot asserts on k = 0)
             out[...] = 0
             return out
+        # a strided view (e.g. some columns of an array) is copied, so BLAS only
+        # ever sees C or F layouts (one call, no slow fallback)
         A, B = (M if M.flags.c_contiguous or M.flags.f_contiguous else np.ascontiguousarray(M) for M in (A, B))
         if _numpy_blas(A, out):
             (A, ta), (B, tb) = _c_operand(A, ta), _c_operand(B, tb)

@@ -287,8 +287,7 @@ class KFAC(Optimizer):
         # vector acc = [q, nu] (tinynet.kernels.scalars): on the GPU a host float
         # per layer would be a copy back and a wait for the device each time
         acc, clip = self._scalars(), self.kl_clip is not None
-        if clip:
-            bk.fill(acc[0:1], 0.0)
+        bk.fill(acc[0:1] if clip else acc[1:2], 0.0 if clip else 1.0)   # q from 0, or nu = 1 without the clip
         pending = []
         for i, route in routes.items():
             Ainv, Ginv = self.inverses[i]
@@ -313,7 +312,7 @@ class KFAC(Optimizer):
                     bk.dot_acc(GammaT.reshape(-1), Dt.reshape(-1), acc, 0)
                 pending.append((i, Dt, None))
         if clip:
-            bk.kl_clip_factor(acc, self.lr, self.kl_clip)                     # acc[1] = nu (1 without the clip)
+            bk.kl_clip_factor(acc, self.lr, self.kl_clip)                     # acc[1] = nu
         for i, P, BG in pending:
             a, c = net.offsets[i]                                             # rows: vec(W) col-major, then b
             if BG is None:
@@ -330,7 +329,7 @@ class KFAC(Optimizer):
 
     def _scalars(self):
         """acc = [q, nu] of the trust region, a float64 backend vector made once
-        ([0, 1]: the values without the clip)."""
+        (kl_q = 0 without the clip)."""
         if self._acc is None:
             self._acc = self.bk.asarray(np.array([0.0, 1.0]))
         return self._acc
