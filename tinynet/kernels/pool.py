@@ -34,8 +34,37 @@ from numba import njit
 
 
 @njit(cache=True, error_model="numpy")
+def _maxpool2x2_fwd_cpu(X, Y, A, C, H, W, Ho, Wo):
+    """maxpool_fwd_cpu for 2 x 2 windows at stride 2 (the CNNs' geometry), the
+    four entries in straight-line code in the same order: the same Y and A
+    (ties, NaN), 3.9 -> 2.7 ms on cifar-cnn's (128, 6, 28, 28) on a Zen 3,
+    where the generic loop nest of 2-trip loops was the step's top kernel."""
+    n = X.shape[0]
+    P = Ho * Wo
+    for e in range(n):
+        x, y, a = X[e], Y[e], A[e]
+        for c in range(C):
+            for oy in range(Ho):
+                r0 = c * H * W + 2 * oy * W
+                q0 = c * P + oy * Wo
+                for ox in range(Wo):
+                    b = r0 + 2 * ox
+                    m = x[b]
+                    for i in (b + 1, b + W, b + W + 1):
+                        v = x[i]
+                        take = (v > m) | (v != v)          # a NaN wins (module docstring)
+                        m = v if take else m
+                        b = i if take else b
+                    y[q0 + ox] = m
+                    a[q0 + ox] = b
+
+
+@njit(cache=True, error_model="numpy")
 def maxpool_fwd_cpu(X, Y, A, C, H, W, kh, kw, sh, sw, Ho, Wo):
     """Y = the window maxima of X, A = the column of X each comes from."""
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2:
+        _maxpool2x2_fwd_cpu(X, Y, A, C, H, W, Ho, Wo)
+        return
     n = X.shape[0]
     P = Ho * Wo
     for e in range(n):
