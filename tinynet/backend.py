@@ -155,10 +155,6 @@ class CPUBackend(Backend):
         stays on the device (on the CPU the same float64 add as `q += bk.dot`)."""
         acc[i] += self.dot(x, y)
 
-    def kl_clip_factor(self, acc, lr, kl_clip):
-        """acc[1] = min(1, sqrt(kl_clip / (lr^2 acc[0]))), 1 unless acc[0] > 0."""
-        self._run("kl_clip_factor", _sc.kl_clip_factor_cpu, (acc, float(lr), float(kl_clip)))
-
     def axpy_s(self, c, s, j, x, y):
         """y += (c s[j]) x, the coefficient read from the backend vector s."""
         self._run("axpy_s", _sc.axpy_s_cpu, (float(c), s, int(j), x, y), nbytes=3 * x.nbytes)

@@ -264,10 +264,6 @@ class CUDABackend(Backend):
         self._run("dot", _la.dot_cuda[blocks, T], (x, y, partial), nbytes=2 * x.nbytes)
         self._run("sum_into", _sc.sum_into_cuda[1, 1], (partial, acc, int(i)))
 
-    def kl_clip_factor(self, acc, lr, kl_clip):
-        """acc[1] = min(1, sqrt(kl_clip / (lr^2 acc[0]))), 1 unless acc[0] > 0."""
-        self._run("kl_clip_factor", _sc.kl_clip_factor_cuda[1, 1], (acc, float(lr), float(kl_clip)))
-
     def axpy_s(self, c, s, j, x, y):
         """y += (c s[j]) x, the coefficient read on the device from s."""
         self._launch("axpy_s", _sc.axpy_s_cuda, x.shape[0], (float(c), s, int(j), x, y), nbytes=3 * x.nbytes)

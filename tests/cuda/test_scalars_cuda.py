@@ -12,6 +12,7 @@ from test_train_cuda import _Transfers
 from tinynet.backend import CPUBackend
 from tinynet.backend_base import DeviceValue
 from tinynet.cuda_backend import CUDABackend
+from tinynet.kernels import scalars as sc
 from tinynet.layers import Linear, Sigmoid, Tanh
 from tinynet.losses import MSELoss
 from tinynet.network import Sequential
@@ -35,7 +36,7 @@ def test_dot_acc_clip_factor_and_axpy_s_match_the_definitions(dtype):
         bk.dot_acc(bk.asarray(x), bk.asarray(y), acc, 0)     # accumulates
         got_q = float(bk.to_host(acc)[0])
         np.testing.assert_allclose(got_q, q, rtol=tol)
-        bk.kl_clip_factor(acc, lr, kl_clip)
+        bk.launch(sc, "kl_clip_factor", 1, acc, lr, kl_clip)
         nu = float(bk.to_host(acc)[1])
         assert nu == min(1.0, math.sqrt(kl_clip / (lr * lr * got_q))) and nu < 1   # the clip is active
         w = bk.asarray(z.copy())
@@ -47,7 +48,7 @@ def test_dot_acc_clip_factor_and_axpy_s_match_the_definitions(dtype):
     for q0 in (0.0, -3.0, 1e-12):                            # no curvature, or a step inside the region
         for bk in (cpu, gpu):
             acc = bk.asarray(np.array([q0, 0.5]))
-            bk.kl_clip_factor(acc, lr, kl_clip)
+            bk.launch(sc, "kl_clip_factor", 1, acc, lr, kl_clip)
             assert bk.to_host(acc)[1] == 1.0
 
 

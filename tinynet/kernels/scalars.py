@@ -5,7 +5,7 @@ that number in a small float64 backend vector `acc` instead of a host float:
 on the GPU each host float is a device-to-host copy and a wait for the device.
 
   acc[0]   q  = sum over layers of <Gamma, K_d^{-1} Gamma>   (bk.dot_acc)
-  acc[1]   nu = min(1, sqrt(kl_clip / (lr^2 q))), 1 unless q > 0   (kl_clip_factor)
+  acc[1]   nu = min(1, sqrt(kl_clip / (lr^2 q))), 1 unless q > 0   (kl_clip_factor, through bk.launch)
   y += (c acc[j]) x                                          (axpy_s)
 
 UBP's per-layer ratio rho = ||C|| / ||B|| and its clip factor likewise
@@ -89,6 +89,7 @@ def scale_s_cuda(s, j, x):
     a = x.dtype.type(s[j])
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
         x[i] *= a
+
 
 @cuda.jit
 def kl_clip_factor_cuda(acc, lr, kl_clip):

@@ -64,7 +64,7 @@ the running averages there, so only the amortized inversion reads them down);
 "auto" (the default) is "device" on a GPU in one process, "host" otherwise.
 Both compute the same numbers (tests/test_device_factors.py). In one process
 the trust region's q and nu stay on the backend too (a float64 vector,
-tinynet.kernels.scalars: bk.dot_acc, kl_clip_factor, axpy_s), so a step
+tinynet.kernels.scalars: bk.dot_acc, the kl_clip_factor kernel, bk.axpy_s), so a step
 without statistics or inversion copies only its loss back from a GPU
 (tests/cuda/test_scalars_cuda.py); metrics kl_nu and kl_q are read from the
 device when someone reads them. On the CPU the numbers are bit for bit those
@@ -75,6 +75,7 @@ import copy
 import numpy as np
 
 from tinynet.distributed.comm import pack_upper, unpack_upper
+from tinynet.kernels import scalars as _sc
 from tinynet.distributed.sharding import sharded
 from tinynet.optim.base import Optimizer, check_range
 from tinynet.optim.device_factors import DeviceRunningFactors, device_kfac_sums
@@ -312,7 +313,7 @@ class KFAC(Optimizer):
                     bk.dot_acc(GammaT.reshape(-1), Dt.reshape(-1), acc, 0)
                 pending.append((i, Dt, None))
         if clip:
-            bk.kl_clip_factor(acc, self.lr, self.kl_clip)                     # acc[1] = nu
+            bk.launch(_sc, "kl_clip_factor", 1, acc, float(self.lr), float(self.kl_clip))   # acc[1] = nu
         for i, P, BG in pending:
             a, c = net.offsets[i]                                             # rows: vec(W) col-major, then b
             if BG is None:
