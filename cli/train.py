@@ -156,6 +156,9 @@ METHOD_OPTIONS = [
     click.option("--cg-iters", type=int, default=None, help="[hf, hessian-precond] CG iteration cap"),
     click.option("--cg-tol", type=float, default=None, help="[hf, hessian-precond] CG relative residual tolerance"),
     click.option("--progress-tol", type=float, default=None, help="[hf] Martens's relative-progress CG stop"),
+    click.option("--cg-check-every", type=int, default=None,
+                 help="[hf] read CG's stop flag from the device every this many iterations (same result; "
+                      "fewer waits, up to this many - 1 unused products after the stop)"),
     click.option("--warm-start", type=float, default=None, help="[hf] decay of the previous CG solution used as start"),
     click.option("--backtrack/--no-backtrack", default=None, help="[hf] CG backtracking over kept iterates"),
     click.option("--line-search/--no-line-search", default=None, help="[hf] Armijo backtracking line search"),

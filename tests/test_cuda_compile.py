@@ -168,6 +168,29 @@ CASES += [
 ]
 KERNEL_MODULES += [sc]
 
+# ---- conjugate gradient's scalars on the device (Hessian-free): float64 as
+# the host floats they replace; axpy_if / scale_if update the float32 vectors
+# with a coefficient formed once in float64
+from tinynet.kernels import cg as cgk  # noqa: E402
+CASES += [
+    ("cg_start", cgk.start_cuda, (float64[:], I, float64, I), False),
+    ("cg_step_length", cgk.step_length_cuda, (float64[:],), False),
+    ("cg_direction", cgk.direction_cuda, (float64[:],), False),
+    ("cg_stop_rules", cgk.stop_rules_cuda, (float64[:], I, I, boolean, float64, float64, I), False),
+    ("cg_axpy_if", cgk.axpy_if_cuda, (float64, float64[:], I, V, V), False),
+    ("cg_scale_if", cgk.scale_if_cuda, (float64[:], I, V), False),
+]
+KERNEL_MODULES += [cgk]
+
+# ---- batch norm's running statistics on the device: the update in float64 (as
+# the host numpy code it replaces), the evaluation statistics in the batch's dtype
+from tinynet.kernels import running_stats as rsk  # noqa: E402
+CASES += [
+    ("running_update", rsk.running_update_cuda, (float64[:], V, V, float64, I, boolean), False),
+    ("running_eval", rsk.running_eval_cuda, (float64[:], V, V, float32), False),
+]
+KERNEL_MODULES += [rsk]
+
 _F64_OP = re.compile(r"^\s*[a-z][\w.]*\.f64\b", re.M)   # an instruction on f64 operands
 
 

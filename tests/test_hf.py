@@ -89,6 +89,80 @@ def test_cg_on_backend_vectors_equals_host_cg(keep):
     assert [i for i, _ in dev.iterates] == [i for i, _ in host.iterates]
 
 
+def _cg_cases():
+    A, b = spd(30, seed=1), rng.standard_normal(30)
+    A2, b2 = spd(200, cond=1e6, seed=3), rng.standard_normal(200)
+    return {
+        "tol": (A, b, dict(max_iters=90, tol=1e-12)),
+        "cap": (A, b, dict(max_iters=7, tol=0.0)),
+        "warm": (A, b, dict(x0=0.1 * np.ones(30), max_iters=12, progress_tol=1e-3)),
+        "at-solution": (A, b, dict(x0=np.linalg.solve(A, b), max_iters=50, tol=1e-8)),
+        "zero-x0": (A, b, dict(x0=np.zeros(30), max_iters=20)),
+        "zero-rhs": (A, np.zeros(30), dict(max_iters=5)),
+        "progress": (A2, b2, dict(max_iters=200, tol=0.0, progress_tol=5e-3)),
+        "negative-curvature": (np.diag([1.0, -1.0, 2.0]), np.array([1.0, 1.0, 0.0]), dict(max_iters=10)),
+        "nan": (np.full((4, 4), np.nan), np.ones(4), dict(max_iters=10)),
+        "tol-at-the-cap": (np.eye(3), np.ones(3), dict(max_iters=1, tol=1e-3)),   # max_iters wins
+    }
+
+
+CG_CASES = _cg_cases()
+
+
+@pytest.mark.parametrize("check_every", [1, 2, 5])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", list(CG_CASES))
+def test_device_scalar_cg_has_the_bits_of_host_scalar_cg(case, dtype, check_every):
+    """cg_device (alpha, beta, phi and the stopping rules on the backend, the
+    stop flag read every check_every iterations) against conjugate_gradient
+    with host scalars on the CPU backend: the same x, kept iterates, phi,
+    residual, products and stop reason, bit for bit, for every stopping rule;
+    products launched after a stop change nothing."""
+    from tinynet.backend import get_backend
+    from tinynet.optim.cg_device import conjugate_gradient_device
+    bk = get_backend("cpu")
+    A, b, kw = CG_CASES[case]
+    A, b = A.astype(dtype), b.astype(dtype)
+    kw = dict(kw, keep_iterates=True)
+    if "x0" in kw:
+        kw["x0"] = kw["x0"].astype(dtype)
+    calls = {"host": 0, "device": 0}
+
+    def op(who):
+        def apply(v):
+            calls[who] += 1
+            return (A @ v).astype(dtype)
+        return apply
+
+    host = conjugate_gradient(op("host"), b, bk=bk, **kw)
+    dev = conjugate_gradient_device(op("device"), b, bk, check_every=check_every, **kw)
+    assert (dev.iters, dev.stop) == (host.iters, host.stop)
+    assert calls["host"] == host.iters and host.iters <= calls["device"] <= host.iters + check_every - 1
+    np.testing.assert_array_equal(dev.x, host.x)
+    assert np.array_equal([dev.phi, dev.residual], [host.phi, host.residual], equal_nan=True)
+    assert [i for i, _ in dev.iterates] == [i for i, _ in host.iterates]
+    for (_, a), (_, c) in zip(dev.iterates, host.iterates):
+        np.testing.assert_array_equal(a, c)
+    expected = {"tol": "tol", "cap": "max_iters", "progress": "progress", "nan": "negative_curvature",
+                "negative-curvature": "negative_curvature", "zero-rhs": "zero_rhs", "at-solution": "tol"}
+    if case in expected:                        # each rule is exercised
+        assert dev.stop == expected[case]
+
+
+def test_device_scalar_cg_checks_its_arguments():
+    from tinynet.backend import get_backend
+    from tinynet.optim.cg_device import conjugate_gradient_device
+    bk = get_backend("cpu")
+    with pytest.raises(ValueError, match="check_every must be an integer >= 1"):
+        conjugate_gradient_device(lambda v: v, np.ones(3), bk, check_every=0)
+    with pytest.raises(ValueError, match="b must be a vector"):
+        conjugate_gradient_device(lambda v: v, np.ones((2, 2)), bk)
+    with pytest.raises(ValueError, match="A\\(v\\) returned shape"):
+        conjugate_gradient_device(lambda v: v[:1], np.ones(3), bk)
+    with pytest.raises(ValueError, match="x0 has shape"):
+        conjugate_gradient_device(lambda v: v, np.ones(3), bk, x0=np.ones(2))
+
+
 @pytest.mark.parametrize("kind", ["gvp", "hvp", "fvp"])
 def test_linearized_product_equals_the_one_shot_product(kind):
     """HF's CG reuses one forward pass for all its products."""

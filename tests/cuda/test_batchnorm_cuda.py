@@ -47,11 +47,12 @@ def test_stage_on_cuda_matches_cpu(cls, dtype, training):
         np.testing.assert_allclose(g, c, **tol)
 
 
-@pytest.mark.parametrize("cls, back", [(BatchNorm, 2), (MeanOnlyBatchNorm, 1)], ids=["bn", "mean-only"])
-def test_sgd_step_moves_only_the_running_statistics(monkeypatch, cls, back):
-    """An SGD step of a net with one batch-norm stage copies nothing more to the
-    device than the same net without it, and `back` more d-vectors to the host
-    (the running mean, and variance)."""
+@pytest.mark.parametrize("cls", [BatchNorm, MeanOnlyBatchNorm], ids=["bn", "mean-only"])
+def test_sgd_step_moves_nothing_more_than_without_batch_norm(monkeypatch, cls):
+    """An SGD step of a net with one batch-norm stage copies exactly what the
+    same net without it copies (the loss back): the running mean and variance
+    are updated on the device (tinynet.layers.running_stats). An evaluation
+    forward copies nothing to the device either."""
     counts = {}
     for with_bn in (False, True):
         stages = [Linear(5, 4), *([cls(4)] if with_bn else []), Tanh(), Linear(4, 3)]
@@ -63,7 +64,8 @@ def test_sgd_step_moves_only_the_running_statistics(monkeypatch, cls, back):
         opt.step(dX, dY)
         t = _Transfers(monkeypatch, type(dX))
         opt.step(dX, dY)
+        net.train(False)
+        net.forward_ctx(dX)
         counts[with_bn] = (t.h2d, t.d2h)
         monkeypatch.undo()
-    assert counts[True][0] == counts[False][0]
-    assert counts[True][1] == counts[False][1] + back
+    assert counts[True] == counts[False] == (0, 1)

@@ -33,9 +33,10 @@ import numpy as np
 
 from tinynet.kernels import batchnorm2d as K
 from tinynet.layers.base import Stage
+from tinynet.layers.running_stats import RunningStats
 
 
-class _BatchNormBase(Stage):
+class _BatchNormBase(RunningStats, Stage):
     has_scale = True
     buffer_names = ("running_mean", "running_var")
 
@@ -47,8 +48,7 @@ class _BatchNormBase(Stage):
             raise ValueError(f"{type(self).__name__}: momentum must lie in (0, 1], got {momentum}")
         self.d, self.eps, self.momentum = int(d), float(eps), float(momentum)
         self.n_params = (2 if self.has_scale else 1) * self.d
-        self.running_mean = np.zeros(self.d)
-        self.running_var = np.ones(self.d)
+        self._init_running(self.d)
 
     def __repr__(self):
         return f"{type(self).__name__}({self.d})"
@@ -71,6 +71,7 @@ class _BatchNormBase(Stage):
         self.gamma = theta[:d] if self.has_scale else bk.asarray(np.ones(d, dtype=theta.dtype))
         self.beta = theta[d:] if self.has_scale else theta
         self._zeros = bk.zeros(d, theta.dtype)      # mean-only: no scale grad, no xhat coupling term
+        self._bind_running(bk)
 
     def _host_params(self):
         p = np.asarray(self.bk.to_host(self.theta))
@@ -85,8 +86,8 @@ class _BatchNormBase(Stage):
     # The per-step work is BatchNorm2d's kernel pairs (tinynet.kernels.batchnorm2d)
     # with one position per channel (P = 1), through bk.launch, on the network's
     # device; mean-only batch norm is the same maps with gamma = s = 1 and no
-    # xhat term in the centering (svx = 0). Only the running statistics
-    # (d-vectors) live on the host.
+    # xhat term in the centering (svx = 0). The running statistics are a
+    # float64 backend vector too (tinynet.layers.running_stats).
     def forward(self, z):
         bk, d = self.bk, self.d
         self._check(z)
@@ -100,14 +101,9 @@ class _BatchNormBase(Stage):
             else:
                 mu, var, s = bk.empty(d, dt), bk.empty(d, dt), bk.empty(d, dt)
                 bk.launch(K, "channel_stats", d, z, mu, var, s, dt.type(self.eps), 1, nbytes=2 * z.nbytes)
-            m = self.momentum
-            self.running_mean = (1 - m) * self.running_mean + m * np.asarray(bk.to_host(mu), dtype=np.float64)
-            if self.has_scale:
-                self.running_var = (1 - m) * self.running_var \
-                    + m * np.asarray(bk.to_host(var), dtype=np.float64) * N / (N - 1)
+            self._update_running(mu, var, N, has_var=self.has_scale)
         else:
-            mu = bk.asarray(self.running_mean.astype(dt))
-            s = bk.asarray(np.sqrt(self.running_var.astype(dt) + dt.type(self.eps)))
+            mu, s = self._running_eval(dt)
         if not self.has_scale:
             s = self.gamma                      # ones (bind)
         Xhat, out = bk.empty(z.shape, dt), bk.empty(z.shape, dt)

@@ -23,7 +23,8 @@ Derivatives (per channel; mean_c is the mean over its m values):
 (the batch-statistics part is self-adjoint: one kernel serves vjp and jvp).
 
 The per-step work runs in the kernel pairs of tinynet.kernels.batchnorm2d
-through `bk.launch`; only the running statistics (C-vectors) live on the host.
+through `bk.launch`, the running statistics' update too (a float64 backend
+vector, tinynet.layers.running_stats).
 Data-parallel (tinynet.distributed, `self.comm` set by Sequential): mu_c and
 var_c are over every rank's rows (two all-reduces of C numbers per forward, on
 the host), and the two coupling means of vjp / jvp over them too (2C numbers).
@@ -39,9 +40,10 @@ import numpy as np
 
 from tinynet.kernels import batchnorm2d as K
 from tinynet.layers.base import Stage
+from tinynet.layers.running_stats import RunningStats
 
 
-class BatchNorm2d(Stage):
+class BatchNorm2d(RunningStats, Stage):
     needs_input_shape = True     # Sequential needs input_shape=(C, H, W) when this comes first
     mixes_batch = True
     reduces_batch = True     # data-parallel: statistics and the coupling sums over self.comm
@@ -55,8 +57,7 @@ class BatchNorm2d(Stage):
             raise ValueError(f"BatchNorm2d: momentum must lie in (0, 1], got {momentum}")
         self.channels, self.eps, self.momentum = int(channels), float(eps), float(momentum)
         self.n_params = 2 * self.channels
-        self.running_mean = np.zeros(self.channels)
-        self.running_var = np.ones(self.channels)
+        self._init_running(self.channels)
         self.P = None            # positions H*W, known once the input shape is
 
     def __repr__(self):
@@ -81,6 +82,7 @@ class BatchNorm2d(Stage):
         self.theta = theta
         self.gamma = theta[:self.channels]
         self.beta = theta[self.channels:]
+        self._bind_running(bk)
 
     def init_params(self, rng, dtype, next_activation=None, alpha=None, scheme="auto"):
         return np.concatenate([np.ones(self.channels), np.zeros(self.channels)]).astype(dtype)
@@ -110,13 +112,9 @@ class BatchNorm2d(Stage):
             else:
                 mu, var, s = bk.empty(C, dt), bk.empty(C, dt), bk.empty(C, dt)
                 bk.launch(K, "channel_stats", C, z, mu, var, s, dt.type(self.eps), P, nbytes=2 * z.nbytes)
-            r = self.momentum
-            self.running_mean = (1 - r) * self.running_mean + r * np.asarray(bk.to_host(mu), dtype=np.float64)
-            self.running_var = (1 - r) * self.running_var \
-                + r * np.asarray(bk.to_host(var), dtype=np.float64) * m / (m - 1)
+            self._update_running(mu, var, m)
         else:
-            mu = bk.asarray(self.running_mean.astype(dt))
-            s = bk.asarray(np.sqrt(self.running_var.astype(dt) + dt.type(self.eps)))
+            mu, s = self._running_eval(dt)
         Xhat, out = bk.empty(z.shape, dt), bk.empty(z.shape, dt)
         bk.launch(K, "bn_forward", z.size, z, mu, s, self.gamma, self.beta, Xhat, out, P,
                   nbytes=3 * z.nbytes)

@@ -21,11 +21,12 @@ One update:
      as in Martens & Sutskever (2012).
   6. θ += α p.
 
-All of it runs on the network's backend: g, CG's vectors (conjugate_gradient
-with bk), the kept iterates and the trial parameters are device vectors; the
-forward pass behind the products is done once per step
-(curvature.products.linearized_product); only dot products and losses come
-back to the host as scalars.
+All of it runs on the network's backend: g, CG's vectors, the kept iterates
+and the trial parameters are device vectors; the forward pass behind the
+products is done once per step (curvature.products.linearized_product). CG's
+scalars stay there too (tinynet.optim.cg_device): the host reads CG's stop
+flag every `cg_check_every` iterations, and otherwise only the losses and a
+few dot products of the step's end (p^T p, g^T p and p^T C p) come back.
 
 With the Hessian as C the damped system may be indefinite: CG stops on the
 first direction of non-positive curvature and keeps the iterate before it;
@@ -37,7 +38,7 @@ import math
 import numpy as np
 
 from tinynet.optim.base import Optimizer, check_range
-from tinynet.optim.cg import conjugate_gradient
+from tinynet.optim.cg_device import conjugate_gradient_device
 
 HF_CURVATURES = ("gn", "hessian")
 
@@ -55,11 +56,15 @@ class HessianFree(Optimizer):
     """`HessianFree(net, lr=1.0, curvature="gn", damping=1.0, cg_iters=250,
     cg_tol=1e-10, progress_tol=5e-4, warm_start=0.95, backtrack=True,
     line_search=True, adapt_damping=True, curvature_fraction=1.0,
-    min_damping=1e-8)`: see the module docstring.
+    min_damping=1e-8, cg_check_every=1)`: see the module docstring.
 
     warm_start: decay of the previous CG solution used as the start (0 = cold);
     curvature_fraction: the share of the minibatch (its first rows) used for
-    the curvature products (Martens uses a smaller batch for them than for g).
+    the curvature products (Martens uses a smaller batch for them than for g);
+    cg_check_every: how often (in CG iterations) the host asks the device
+    whether CG has stopped; the result does not depend on it, only the
+    number of waits (fewer) and of unused products after a stop (up to
+    cg_check_every - 1).
     metrics: cg_iters, damping (λ after the update), rho, alpha,
     backtrack_iter, negative_curvature; `last_cg` holds the last CGResult
     (its `stop` says why CG stopped).
@@ -69,7 +74,7 @@ class HessianFree(Optimizer):
 
     def __init__(self, net, lr=1.0, curvature="gn", damping=1.0, cg_iters=250, cg_tol=1e-10,
                  progress_tol=5e-4, warm_start=0.95, backtrack=True, line_search=True,
-                 adapt_damping=True, curvature_fraction=1.0, min_damping=1e-8):
+                 adapt_damping=True, curvature_fraction=1.0, min_damping=1e-8, cg_check_every=1):
         super().__init__(net, lr)
         if curvature not in HF_CURVATURES:
             raise ValueError(f"HessianFree: curvature must be one of {', '.join(HF_CURVATURES)}, "
@@ -82,11 +87,12 @@ class HessianFree(Optimizer):
         check_range("HessianFree", "warm_start", warm_start, 0, 1, hi_open=True)
         check_range("HessianFree", "curvature_fraction", curvature_fraction, 0, 1, lo_open=True)
         check_range("HessianFree", "min_damping", min_damping, 0)
+        check_range("HessianFree", "cg_check_every", cg_check_every, 1, integer=True)
         self.curvature, self.damping = curvature, float(damping)
         self.cg_iters, self.cg_tol, self.progress_tol = int(cg_iters), float(cg_tol), progress_tol
         self.warm_start, self.backtrack, self.line_search = float(warm_start), bool(backtrack), bool(line_search)
         self.adapt_damping, self.curvature_fraction = bool(adapt_damping), float(curvature_fraction)
-        self.min_damping = float(min_damping)
+        self.min_damping, self.cg_check_every = float(min_damping), int(cg_check_every)
         self.p_prev = self.bk.zeros(net.n_params, net.dtype)   # the last CG solution
         self.last_cg = None
 
@@ -127,11 +133,12 @@ class HessianFree(Optimizer):
         minus_g = bk.copy(g)
         bk.scale(-1.0, minus_g)
         x0 = None
-        if self.warm_start > 0 and bk.dot(self.p_prev, self.p_prev) > 0:
+        if self.warm_start > 0:                 # a zero p_prev starts CG cold (CG checks x0^T x0)
             x0 = bk.copy(self.p_prev)
             bk.scale(self.warm_start, x0)
-        res = conjugate_gradient(damped, minus_g, x0=x0, max_iters=self.cg_iters, tol=self.cg_tol,
-                                 progress_tol=self.progress_tol, keep_iterates=self.backtrack, bk=bk)
+        res = conjugate_gradient_device(damped, minus_g, bk, x0=x0, max_iters=self.cg_iters,
+                                        tol=self.cg_tol, progress_tol=self.progress_tol,
+                                        keep_iterates=self.backtrack, check_every=self.cg_check_every)
         p, back_i, f1 = res.x, res.iters, None
         if bk.dot(p, p) == 0:                   # negative curvature at the start
             p = minus_g                         # steepest descent; the line search sizes it
@@ -152,8 +159,11 @@ class HessianFree(Optimizer):
             f1 = self._loss_at(theta0, p)
         bk.copy_into(net.theta, theta0)         # C is the curvature at θ, not at θ + p
         Cp = Cv(p)
-        gp = float(bk.dot(g, p))
-        q = gp + 0.5 * float(bk.dot(p, Cp))
+        s = bk.zeros(2, np.float64)             # g^T p and p^T C p, read back together
+        bk.dot_acc(g, p, s, 0)
+        bk.dot_acc(p, Cp, s, 1)
+        gp, pCp = (float(v) for v in np.asarray(bk.to_host(s)))
+        q = gp + 0.5 * pCp
         rho = (f1 - f0) / q if q < 0 else float("nan")   # q >= 0: the model predicts no decrease
         if self.adapt_damping:
             if not rho >= 0.25:
