@@ -191,6 +191,14 @@ CASES += [
 ]
 KERNEL_MODULES += [rsk]
 
+# ---- the quasi-diagonal reparametrization's update (seed 003): float64 entries
+# as the host expression it replaces, rounded once into the float32 parameters
+from tinynet.kernels import reparam as rpk  # noqa: E402
+CASES += [
+    ("qd_update", rpk.qd_update_cuda, (V, float64[:], float64[:], float64[:], float64, V, float64[:]), False),
+]
+KERNEL_MODULES += [rpk]
+
 _F64_OP = re.compile(r"^\s*[a-z][\w.]*\.f64\b", re.M)   # an instruction on f64 operands
 
 

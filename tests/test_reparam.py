@@ -144,3 +144,28 @@ def test_trains_resumes_and_refuses_bad_settings(tmp_path):
                     (dict(eps=0), "eps")):
         with pytest.raises(ValueError, match=msg):
             QuasiDiagonal(net, **kw)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_update_kernel_equals_the_host_formula(dtype):
+    """tinynet.kernels.reparam.qd_update (what step runs, on the network's
+    backend) against layer_update (the host float64 expression): dW^T with the
+    same bits, db to float64 rounding (its sum over i in another order)."""
+    from tinynet.backend import get_backend
+    from tinynet.kernels import reparam as K
+    rng = np.random.default_rng(7)
+    net = tn.Sequential([tn.Linear(37, 23)], tn.MSELoss(), dtype=dtype, seed=1)
+    opt = QuasiDiagonal(net, lr=0.3)
+    _stats(opt, net, rng)
+    n, m = 37, 23
+    g = rng.standard_normal(n * m + m).astype(dtype)
+    theta = rng.standard_normal(n * m + m).astype(dtype)
+    dWT, db = opt.layer_update(0, g[:n * m].astype(np.float64).reshape(n, m), g[n * m:].astype(np.float64))
+    got = theta.copy()
+    get_backend("cpu").launch(K, "qd_update", m, g, opt.mu(0), opt.alpha2(0), opt.beta2(0), 0.3, got,
+                              np.zeros(m))
+    np.testing.assert_array_equal(got[:n * m], theta[:n * m] + dWT.reshape(-1).astype(dtype))
+    ref_b = theta[n * m:].astype(np.float64) + db
+    tol = 2e-7 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(got[n * m:], ref_b, rtol=tol, atol=tol * np.abs(ref_b).max())
+    assert np.abs(db).max() > 1e-3                   # the bias update is not negligible here

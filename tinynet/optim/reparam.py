@@ -38,13 +38,17 @@ The defaults are the slides' whitening reparametrization (all three). With
 center=False, scale="none", beta="one" it is plain SGD. Stages without
 Kronecker rows (BatchNorm) get plain SGD.
 
-The statistics live on the host (float64, O(n + m) per layer); a CUDA run
-moves each layer's rows to the host for them.
+The update runs on the network's backend (tinynet.kernels.reparam: each
+layer's gradient slice to its parameters in one pass, no copy to the host).
+The statistics live on the host (float64, O(n + m) per layer): a statistics
+step (every `stats_every`) copies the layer's rows to the host and the new
+mu, alpha^2 back up; other steps copy nothing but the loss.
 """
 import math
 
 import numpy as np
 
+from tinynet.kernels import reparam as _K
 from tinynet.optim.base import Optimizer, check_range
 from tinynet.optim.newton import check_choice
 from tinynet.optim.stats import forward_backward_bk, kron_indices, other_stages_sgd
@@ -70,6 +74,7 @@ class QuasiDiagonal(Optimizer):
         self.kron = kron_indices(net)
         self.stats = {}            # stage index -> {"mu": (n,), "var": (n,)} running averages
         self._grad = self.bk.zeros(net.n_params, net.dtype)
+        self._dev = {}             # stage index -> (the stats entry they came from, mu, a2, b2, scratch) on bk
 
     # -- the three vectors of the reparametrization ------------------------------------------------
     def mu(self, i):
@@ -97,11 +102,24 @@ class QuasiDiagonal(Optimizer):
 
     # -- one step ----------------------------------------------------------------------------------
     def layer_update(self, i, gWT, gb):
-        """(delta W^T (n, m), delta b (m,)) of stage i from its plain gradient (host float64)."""
+        """(delta W^T (n, m), delta b (m,)) of stage i from its plain gradient (host
+        float64): the definition that step's kernel (tinynet.kernels.reparam) is tested against."""
         mu, a2, b2 = self.mu(i), self.alpha2(i), self.beta2(i)
         dWT = -self.lr * (a2[:, None] * (gWT - np.outer(mu, gb)) * b2[None, :])
         db = -self.lr * b2 * gb - mu @ dWT
         return dWT, db
+
+    def _device_vectors(self, i):
+        """mu, alpha^2, beta^2 of stage i as float64 backend vectors (and the
+        kernel's scratch), uploaded again only when its statistics changed."""
+        st, bk = self.stats[i], self.bk
+        hit = self._dev.get(i)
+        if hit is None or hit[0] is not st or hit[1] is not st["mu"] or hit[2] is not st["var"]:
+            vecs = [bk.asarray(np.ascontiguousarray(v, dtype=np.float64))
+                    for v in (self.mu(i), self.alpha2(i), self.beta2(i))]
+            hit = (st, st["mu"], st["var"], *vecs, bk.zeros(self.net.layers[i].fan_out, np.float64))
+            self._dev[i] = hit
+        return hit[3:]
 
     def step(self, X, Y):
         net, bk = self.net, self.bk
@@ -114,11 +132,9 @@ class QuasiDiagonal(Optimizer):
             first = i not in self.stats
             if first:                                        # the first batch sets the statistics
                 self._observe(i, np.asarray(bk.to_host(s.kron_rows(ctxs[i]))))
-            k = s.fan_in * s.fan_out
-            g = np.asarray(bk.to_host(self._grad[a:b]), dtype=np.float64)
-            dWT, db = self.layer_update(i, g[:k].reshape(s.fan_in, s.fan_out), g[k:])
-            upd = np.concatenate([dWT.reshape(-1), db])      # [vec(dW); db], vec(W) = W^T C-ordered
-            bk.axpy(1.0, bk.asarray(upd, net.dtype), net.theta[a:b])
+            mu, a2, b2, scratch = self._device_vectors(i)
+            bk.launch(_K, "qd_update", s.fan_out, self._grad[a:b], mu, a2, b2, float(self.lr),
+                      net.theta[a:b], scratch, nbytes=3 * self._grad[a:b].nbytes)   # = layer_update, in place
             if not first and (self.k + 1) % self.stats_every == 0:
                 self._observe(i, np.asarray(bk.to_host(s.kron_rows(ctxs[i]))))   # then they move slowly
         other_stages_sgd(net, self._grad, self.lr)
