@@ -44,8 +44,51 @@ def _batch(net, n, seed):
 
 CASES = [("tanh-mse", "gn", False), ("tanh-mse", "empirical", False), ("tanh-mse", "fisher", False),
          ("tanh-mse", "gn", True), ("sigmoid-softmax", "gn", False), ("sigmoid-softmax", "fisher", False),
-         ("sigmoid-softmax", "empirical", False), ("sigmoid-bce", "gn", False), ("cnn", "gn", False),
-         ("cnn", "empirical", False)]
+         ("sigmoid-softmax", "empirical", False), ("sigmoid-bce", "gn", False), ("sigmoid-bce", "fisher", False),
+         ("sigmoid-bce", "gn", True), ("cnn", "gn", False), ("cnn", "empirical", False)]
+
+
+ROW_CASES = [("sigmoid-bce", "gn"), ("sigmoid-bce", "fisher"), ("tanh-mse", "fisher"), ("tanh-mse", "gn"),
+             ("sigmoid-softmax", "gn"), ("sigmoid-softmax", "fisher")]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kind, curvature", ROW_CASES, ids=[f"{k}-{c}" for k, c in ROW_CASES])
+def test_device_rows_have_the_bits_of_the_host_rows(kind, curvature, dtype):
+    """device_curvature_rows (the rows formed by tinynet.kernels.sampling from
+    the outputs where they are) against stats.curvature_rows (host numpy from
+    the loss's hess_f_vp / sample_targets), from the same generator draws.
+    The softmax rows start from bk.softmax rather than loss.probabilities: in
+    float32 they agree to rounding."""
+    from tinynet.optim.device_factors import device_curvature_rows
+    from tinynet.optim.stats import curvature_rows
+    net = _net(kind, dtype)
+    X, Y = _batch(net, 9, 3)
+    _, ctxs, lctx, _ = forward_backward_bk(net, X.astype(dtype), Y)
+    rh, rd = np.random.default_rng(2), np.random.default_rng(2)
+    (host,), (dev,) = curvature_rows(net, ctxs, lctx, curvature, rh), device_curvature_rows(net, lctx, curvature, rd)
+    assert rh.bit_generator.state == rd.bit_generator.state
+    host = np.asarray(host, dtype=dtype)                  # what the host path uploads
+    assert dev.dtype == np.dtype(dtype)
+    if kind == "sigmoid-softmax" and dtype == np.float32:
+        np.testing.assert_allclose(np.asarray(net.bk.to_host(dev)), host, rtol=1e-5, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(np.asarray(net.bk.to_host(dev)), host)
+    assert np.abs(host).max() > 0
+
+
+def test_bce_square_root_rows_factor_its_hessian():
+    """BCE's D is diagonal: its exact GN columns (sqrt(d_c) e_c) give
+    sum_c s_c s_c^T = D = hess_f, and a sampled row is sqrt(d) * eps."""
+    from tinynet.optim.stats import sqrt_D_columns, sqrt_D_rows
+    net = _net("sigmoid-bce")
+    X, Y = _batch(net, 6, 1)
+    _, ctxs, lctx, _ = forward_backward_bk(net, X, Y)
+    S = sqrt_D_columns(net.loss_stage, lctx)              # (k, n, k)
+    np.testing.assert_allclose(np.einsum("cni,cnj->nij", S, S), net.loss_stage.hess_f(lctx), rtol=1e-13)
+    eps = np.random.default_rng(0).standard_normal((6, 3))
+    d = np.einsum("nii->ni", net.loss_stage.hess_f(lctx))
+    np.testing.assert_allclose(sqrt_D_rows(net.loss_stage, lctx, eps), np.sqrt(d) * eps, rtol=1e-15)
 
 
 @pytest.mark.parametrize("kind, curvature, exact", CASES,

@@ -7,7 +7,7 @@ import pytest
 
 from test_train_cuda import _Transfers
 from tinynet.layers import Linear, Sigmoid, Tanh
-from tinynet.losses import MSELoss, SoftmaxCrossEntropyLoss
+from tinynet.losses import BCELoss, MSELoss, SoftmaxCrossEntropyLoss
 from tinynet.network import Sequential
 from tinynet.optim import KFAC
 from tinynet.optim.device_factors import DeviceRunningFactors
@@ -16,19 +16,24 @@ pytestmark = pytest.mark.cudasim
 
 
 def _net(loss, dtype, device):
-    return Sequential([Linear(6, 5), Sigmoid(), Linear(5, 4), Tanh(), Linear(4, 3)], loss(), dtype=dtype,
+    out = [Sigmoid()] if loss is BCELoss else []          # BCE takes probabilities
+    return Sequential([Linear(6, 5), Sigmoid(), Linear(5, 4), Tanh(), Linear(4, 3), *out], loss(), dtype=dtype,
                       seed=2, device=device)
 
 
 def _data(loss, n=6, seed=0):
     r = np.random.default_rng(seed)
     X = r.standard_normal((n, 6))
+    if loss is BCELoss:
+        return X, r.uniform(0.05, 0.95, (n, 3))
     return X, (r.integers(0, 3, n) if loss is SoftmaxCrossEntropyLoss else r.standard_normal((n, 3)))
 
 
 @pytest.mark.parametrize("loss, curvature", [(MSELoss, "gn"), (SoftmaxCrossEntropyLoss, "empirical"),
-                                             (SoftmaxCrossEntropyLoss, "gn"), (SoftmaxCrossEntropyLoss, "fisher")],
-                         ids=["mse-gn", "softmax-empirical", "softmax-gn", "softmax-fisher"])
+                                             (SoftmaxCrossEntropyLoss, "gn"), (SoftmaxCrossEntropyLoss, "fisher"),
+                                             (BCELoss, "gn"), (BCELoss, "fisher"), (MSELoss, "fisher")],
+                         ids=["mse-gn", "softmax-empirical", "softmax-gn", "softmax-fisher", "bce-gn", "bce-fisher",
+                              "mse-fisher"])
 def test_device_statistics_equal_cpu_host_statistics(loss, curvature):
     out = {}
     for device in ("cpu", "cuda"):
@@ -47,8 +52,11 @@ def test_device_statistics_equal_cpu_host_statistics(loss, curvature):
 
 @pytest.mark.parametrize("loss, curvature, uploads", [(MSELoss, "gn", 1), (SoftmaxCrossEntropyLoss, "empirical", 0),
                                                       (SoftmaxCrossEntropyLoss, "gn", 1),
-                                                      (SoftmaxCrossEntropyLoss, "fisher", 1)],
-                         ids=["mse-gn", "softmax-empirical", "softmax-gn", "softmax-fisher"])
+                                                      (SoftmaxCrossEntropyLoss, "fisher", 1),
+                                                      (BCELoss, "gn", 1), (BCELoss, "fisher", 1),
+                                                      (MSELoss, "fisher", 1)],
+                         ids=["mse-gn", "softmax-empirical", "softmax-gn", "softmax-fisher", "bce-gn", "bce-fisher",
+                              "mse-fisher"])
 def test_statistics_step_moves_no_matrix(monkeypatch, loss, curvature, uploads):
     """Step 2 gathers statistics (stats_every=2) without inverting (T=100);
     step 3 does neither: the first may copy only `uploads` more arrays to the

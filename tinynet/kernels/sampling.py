@@ -16,6 +16,18 @@ network's dtype), Y (n, k) the targets.
   softmax_sample(P, U, out)           one-hot out_n = e_c, c the first class
         with U_n < cumsum(p_n)_c (the last class closes the interval), i.e.
         c ~ Categorical(p_n) for U_n uniform on [0, 1)
+
+The binary cross-entropy and the squared error, one thread per entry
+(F (n, k) the network's outputs, E standard normal, U uniform on [0, 1),
+float64; [lo, hi] BCE's clip in F's dtype, tinynet.losses.bce):
+
+  bce_sqrt_d_rows(F, Y, E, out, lo, hi)   out = sqrt(d) e, BCE's diagonal
+        d = y / f^2 + (1 - y) / (1 - f)^2 at f = clip(F, lo, hi), d in F's
+        dtype as BCELoss.hess_f_vp forms it
+  bce_sample(F, U, out, lo, hi)           out = 1 where U < f, else 0:
+        targets ~ Bernoulli(f) (BCELoss.sample_targets)
+  gauss_sample(F, E, c, out)              out = F + c e: targets ~ N(F, c^2)
+        (MSELoss.sample_targets, c = sqrt(1/2))
 """
 import math
 
@@ -51,6 +63,66 @@ def softmax_sample_cpu(P, U, out):
         for j in range(k):
             out[i, j] = 0.0
         out[i, c] = 1.0
+
+
+@njit(cache=True)
+def bce_sqrt_d_rows_cpu(F, Y, E, out, lo, hi):
+    n, k = F.shape
+    one = F.dtype.type(1)
+    for i in range(n):
+        for j in range(k):
+            f = min(max(F[i, j], lo), hi)
+            y = Y[i, j]
+            g = one - f
+            d = y / (f * f) + (one - y) / (g * g)
+            out[i, j] = float(math.sqrt(d)) * E[i, j]
+
+
+@njit(cache=True)
+def bce_sample_cpu(F, U, out, lo, hi):
+    n, k = F.shape
+    for i in range(n):
+        for j in range(k):
+            f = min(max(F[i, j], lo), hi)
+            out[i, j] = 1.0 if U[i, j] < float(f) else 0.0
+
+
+@njit(cache=True)
+def gauss_sample_cpu(F, E, c, out):
+    n, k = F.shape
+    for i in range(n):
+        for j in range(k):
+            out[i, j] = float(F[i, j]) + c * E[i, j]
+
+
+@cuda.jit
+def bce_sqrt_d_rows_cuda(F, Y, E, out, lo, hi):
+    n, k = F.shape
+    one = F.dtype.type(1)
+    for t in range(cuda.grid(1), n * k, cuda.gridsize(1)):
+        i, j = t // k, t % k
+        f = min(max(F[i, j], lo), hi)
+        y = Y[i, j]
+        g = one - f
+        d = y / (f * f) + (one - y) / (g * g)
+        out[i, j] = float(math.sqrt(d)) * E[i, j]
+
+
+@cuda.jit
+def bce_sample_cuda(F, U, out, lo, hi):
+    n, k = F.shape
+    for t in range(cuda.grid(1), n * k, cuda.gridsize(1)):
+        i, j = t // k, t % k
+        f = min(max(F[i, j], lo), hi)
+        out[i, j] = 1.0 if U[i, j] < float(f) else 0.0
+
+
+@cuda.jit
+def gauss_sample_cuda(F, E, c, out):
+    n, k = F.shape
+    for t in range(cuda.grid(1), n * k, cuda.gridsize(1)):
+        i, j = t // k, t % k
+        out[i, j] = float(F[i, j]) + c * E[i, j]
 
 
 @cuda.jit

@@ -25,13 +25,17 @@ draws as the host twin) and uploaded, one copy to the device and no round
 trip: "gn" for MSE is sqrt(2) eps; for the softmax cross-entropy "gn" is
 S_n eps_n and "fisher" the gradient at targets drawn from softmax(f) by
 uniforms, both formed on the device from the probabilities
-(tinynet.kernels.sampling). The other cases (BCE, the Fisher of MSE, exact=True)
-still form their rows on the host from the outputs and upload them.
+(tinynet.kernels.sampling); for the binary cross-entropy "gn" is sqrt(d) eps
+(its D is diagonal) and "fisher" the gradient at Bernoulli(f) targets, and
+for the squared error "fisher" is the gradient at N(f, 1/2) targets, all
+formed on the device from the outputs. Only exact=True (the k unit columns)
+forms its rows on the host and uploads them.
 """
 import numpy as np
 
 from tinynet.kernels import sampling as KS
 from tinynet.kernels import stats as K
+from tinynet.losses.bce import BCELoss
 from tinynet.losses.mse import MSELoss
 from tinynet.losses.softmax_ce import SoftmaxCrossEntropyLoss
 from tinynet.optim.stats import backward_rows_bk, curvature_rows, kron_indices
@@ -56,6 +60,22 @@ def device_curvature_rows(net, lctx, curvature, rng, exact=False):
             return [out]
         U = bk.asarray(rng.random((n, 1)).reshape(n))   # targets ~ Categorical(p), then dl/df there
         bk.launch(KS, "softmax_sample", n, P, U, out, nbytes=2 * out.nbytes)
+        return [loss.output_gradient(F, out)]
+    if isinstance(loss, BCELoss) and curvature in ("gn", "fisher") and not exact:
+        e = loss._eps(F.dtype)
+        lo, hi = F.dtype.type(e), F.dtype.type(1 - e)        # np.clip(F, e, 1 - e) in F's dtype
+        out = bk.empty((n, k), net.dtype)
+        if curvature == "gn":
+            E = bk.asarray(rng.standard_normal((n, k)))
+            bk.launch(KS, "bce_sqrt_d_rows", n * k, F, lctx[1], E, out, lo, hi, nbytes=4 * out.nbytes)
+            return [out]
+        U = bk.asarray(rng.random((n, k)))
+        bk.launch(KS, "bce_sample", n * k, F, U, out, lo, hi, nbytes=3 * out.nbytes)
+        return [loss.output_gradient(F, out)]
+    if isinstance(loss, MSELoss) and curvature == "fisher" and not exact:
+        E = bk.asarray(rng.standard_normal((n, k)))
+        out = bk.empty((n, k), net.dtype)
+        bk.launch(KS, "gauss_sample", n * k, F, E, float(np.sqrt(0.5)), out, nbytes=3 * out.nbytes)
         return [loss.output_gradient(F, out)]
     return [bk.asarray(np.asarray(R), net.dtype) for R in curvature_rows(net, None, lctx, curvature, rng, exact)]
 

@@ -41,6 +41,7 @@ import numpy as np
 
 from tinynet.backend_base import host_call
 from tinynet.kernels import stats as K
+from tinynet.losses.bce import BCELoss
 from tinynet.losses.mse import MSELoss
 from tinynet.losses.softmax_ce import SoftmaxCrossEntropyLoss
 
@@ -86,10 +87,14 @@ def forward_backward(net, X, Y, grad=None):
 def sqrt_D_rows(loss, lctx, eps):
     """Rows S_n eps_n (n, k) with S_n S_n^T = D_n = d2l/df2 of example n.
     MSE: D = 2I. Softmax cross-entropy on logits: D = (diag(sqrt p) - p sqrt(p)^T)
-    (diag(sqrt p) - sqrt(p) p^T) times sum(y). Otherwise a symmetric
-    eigendecomposition of hess_f per example (small k only)."""
+    (diag(sqrt p) - sqrt(p) p^T) times sum(y). Binary cross-entropy: D is
+    diagonal, S = sqrt(D). Otherwise a symmetric eigendecomposition of hess_f
+    per example (small k only)."""
     if isinstance(loss, MSELoss):
         return np.sqrt(2.0) * eps
+    if isinstance(loss, BCELoss):              # d in the outputs' dtype, as the device twin
+        d = loss.hess_f_vp(lctx, np.ones(lctx[0].shape, dtype=lctx[0].dtype))
+        return np.sqrt(d) * eps
     if isinstance(loss, SoftmaxCrossEntropyLoss):
         p = loss.probabilities(lctx).astype(np.float64)
         ys = np.asarray(loss.bk.to_host(lctx[1])).sum(axis=1, keepdims=True)
