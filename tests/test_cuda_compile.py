@@ -176,12 +176,12 @@ KERNEL_MODULES += [sc]
 # with a coefficient formed once in float64
 from tinynet.kernels import cg as cgk  # noqa: E402
 CASES += [
-    ("cg_start", cgk.start_cuda, (float64[:], I, float64, I), False),
-    ("cg_step_length", cgk.step_length_cuda, (float64[:],), False),
-    ("cg_direction", cgk.direction_cuda, (float64[:],), False),
-    ("cg_stop_rules", cgk.stop_rules_cuda, (float64[:], I, I, boolean, float64, float64, I), False),
-    ("cg_axpy_if", cgk.axpy_if_cuda, (float64, float64[:], I, V, V), False),
-    ("cg_scale_if", cgk.scale_if_cuda, (float64[:], I, V), False),
+    ("cg_start", cgk.cg_start_cuda, (float64[:], I, float64, I), False),
+    ("cg_step_length", cgk.cg_step_length_cuda, (float64[:],), False),
+    ("cg_direction", cgk.cg_direction_cuda, (float64[:],), False),
+    ("cg_stop_rules", cgk.cg_stop_rules_cuda, (float64[:], I, I, boolean, float64, float64, I), False),
+    ("cg_axpy_if", cgk.cg_axpy_if_cuda, (float64, float64[:], I, V, V), False),
+    ("cg_scale_if", cgk.cg_scale_if_cuda, (float64[:], I, V), False),
 ]
 KERNEL_MODULES += [cgk]
 

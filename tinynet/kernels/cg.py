@@ -14,7 +14,7 @@ and a wait for the GPU; here they stay in a float64 backend vector `acc`:
   acc[PHI + i]  phi_i = -1/2 x_i^T (b + r_i), i = 0 .. max_iters
 
 The rules are tinynet.optim.cg's, evaluated in the same order on the same
-float64 numbers, so a CPU run keeps the host CG's bits; `stop_rules` also
+float64 numbers, so a CPU run keeps the host CG's bits; `cg_stop_rules` also
 checks the next iteration's residual test, so the host learns of any stop
 from the one entry acc[ACTIVE].
 """
@@ -29,7 +29,7 @@ STOP_CODES = ("max_iters", "tol", "progress", "negative_curvature")
 
 
 @njit(cache=True, error_model="numpy")
-def start_cpu(acc, iters0, tol, max_iters):
+def cg_start_cpu(acc, iters0, tol, max_iters):
     """After r_0 and the accumulators BB (b^T b), RRNEW (r_0^T r_0), XB, XR:
     iteration 0's state, and the residual test before the first product."""
     bnorm = math.sqrt(acc[BB])
@@ -44,7 +44,7 @@ def start_cpu(acc, iters0, tol, max_iters):
 
 
 @njit(cache=True, error_model="numpy")
-def step_length_cpu(acc):
+def cg_step_length_cpu(acc):
     """After d^T A d: count the product; stop on non-positive (or NaN)
     curvature, else alpha = r^T r / d^T A d."""
     if acc[ACTIVE] != 0:
@@ -58,7 +58,7 @@ def step_length_cpu(acc):
 
 
 @njit(cache=True, error_model="numpy")
-def direction_cpu(acc):
+def cg_direction_cpu(acc):
     """After r_new^T r_new: beta = r_new^T r_new / r^T r (Fletcher-Reeves)."""
     if acc[ACTIVE] != 0:
         acc[BETA] = acc[RRNEW] / acc[RR]
@@ -67,7 +67,7 @@ def direction_cpu(acc):
 
 
 @njit(cache=True, error_model="numpy")
-def stop_rules_cpu(acc, i, k, progress, progress_tol, tol, max_iters):
+def cg_stop_rules_cpu(acc, i, k, progress, progress_tol, tol, max_iters):
     """After x^T b and x^T r: phi_i, then Martens's relative-progress rule
     (checked when `progress`, i.e. i > k = max(min_window, ceil(0.1 i))), then
     the next iteration's residual test (when products remain)."""
@@ -83,7 +83,7 @@ def stop_rules_cpu(acc, i, k, progress, progress_tol, tol, max_iters):
 
 
 @njit(cache=True)
-def axpy_if_cpu(c, s, j, x, y):
+def cg_axpy_if_cpu(c, s, j, x, y):
     """y += (c s[j]) x, the coefficient rounded to y's dtype, while s[ACTIVE] != 0."""
     if s[ACTIVE] != 0:
         a = y.dtype.type(c * s[j])
@@ -92,7 +92,7 @@ def axpy_if_cpu(c, s, j, x, y):
 
 
 @njit(cache=True)
-def scale_if_cpu(s, j, x):
+def cg_scale_if_cpu(s, j, x):
     """x *= s[j] rounded to x's dtype, while s[ACTIVE] != 0."""
     if s[ACTIVE] != 0:
         a = x.dtype.type(s[j])
@@ -102,7 +102,7 @@ def scale_if_cpu(s, j, x):
 
 # ---------------------------------------------------------------- CUDA twins
 @cuda.jit
-def start_cuda(acc, iters0, tol, max_iters):
+def cg_start_cuda(acc, iters0, tol, max_iters):
     if cuda.grid(1) == 0:
         bnorm = math.sqrt(acc[BB])
         acc[BNORM] = bnorm
@@ -116,7 +116,7 @@ def start_cuda(acc, iters0, tol, max_iters):
 
 
 @cuda.jit
-def step_length_cuda(acc):
+def cg_step_length_cuda(acc):
     if cuda.grid(1) == 0:
         if acc[ACTIVE] != 0:
             acc[ITERS] += float64(1)
@@ -129,7 +129,7 @@ def step_length_cuda(acc):
 
 
 @cuda.jit
-def direction_cuda(acc):
+def cg_direction_cuda(acc):
     if cuda.grid(1) == 0:
         if acc[ACTIVE] != 0:
             acc[BETA] = acc[RRNEW] / acc[RR]
@@ -138,7 +138,7 @@ def direction_cuda(acc):
 
 
 @cuda.jit
-def stop_rules_cuda(acc, i, k, progress, progress_tol, tol, max_iters):
+def cg_stop_rules_cuda(acc, i, k, progress, progress_tol, tol, max_iters):
     if cuda.grid(1) == 0:
         if acc[ACTIVE] != 0:
             phi = float64(-0.5) * (acc[XB] + acc[XR])
@@ -152,7 +152,7 @@ def stop_rules_cuda(acc, i, k, progress, progress_tol, tol, max_iters):
 
 
 @cuda.jit
-def axpy_if_cuda(c, s, j, x, y):
+def cg_axpy_if_cuda(c, s, j, x, y):
     if s[ACTIVE] != 0:
         a = y.dtype.type(c * s[j])
         for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
@@ -160,7 +160,7 @@ def axpy_if_cuda(c, s, j, x, y):
 
 
 @cuda.jit
-def scale_if_cuda(s, j, x):
+def cg_scale_if_cuda(s, j, x):
     if s[ACTIVE] != 0:
         a = x.dtype.type(s[j])
         for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):

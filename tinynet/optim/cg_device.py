@@ -45,7 +45,7 @@ def conjugate_gradient_device(A, b, bk, x0=None, max_iters=250, tol=1e-10, progr
         bk.launch(_k, name, 1, acc, *args)
 
     def axpy(c, j, v, y):                       # y += (c acc[j]) v while CG runs
-        bk.launch(_k, "axpy_if", p, float(c), acc, j, v, y, nbytes=3 * v.nbytes)
+        bk.launch(_k, "cg_axpy_if", p, float(c), acc, j, v, y, nbytes=3 * v.nbytes)
 
     bk.dot_acc(b, b, acc, _k.BB)
     if x0 is not None:
@@ -63,7 +63,7 @@ def conjugate_gradient_device(A, b, bk, x0=None, max_iters=250, tol=1e-10, progr
     bk.dot_acc(r, r, acc, _k.RRNEW)
     bk.dot_acc(x, b, acc, _k.XB)
     bk.dot_acc(x, r, acc, _k.XR)
-    launch("start", iters, float(tol), int(max_iters))
+    launch("cg_start", iters, float(tol), int(max_iters))
     kept, next_keep, j = [], 1, 0
     i = 0
     while iters < max_iters:
@@ -72,18 +72,18 @@ def conjugate_gradient_device(A, b, bk, x0=None, max_iters=250, tol=1e-10, progr
         Ad = _apply(A, d, p)
         iters += 1
         bk.dot_acc(d, Ad, acc, _k.DAD)
-        launch("step_length")
+        launch("cg_step_length")
         axpy(1.0, _k.ALPHA, d, x)
         axpy(-1.0, _k.ALPHA, Ad, r)
         bk.dot_acc(r, r, acc, _k.RRNEW)
-        launch("direction")
-        bk.launch(_k, "scale_if", p, acc, _k.BETA, d, nbytes=2 * d.nbytes)
+        launch("cg_direction")
+        bk.launch(_k, "cg_scale_if", p, acc, _k.BETA, d, nbytes=2 * d.nbytes)
         axpy(1.0, _k.ONE, r, d)
         i += 1
         bk.dot_acc(x, b, acc, _k.XB)
         bk.dot_acc(x, r, acc, _k.XR)
         k = max(min_window, math.ceil(0.1 * i))
-        launch("stop_rules", i, k, progress_tol is not None and i > k,
+        launch("cg_stop_rules", i, k, progress_tol is not None and i > k,
                0.0 if progress_tol is None else float(progress_tol), float(tol), int(max_iters))
         if keep_iterates and i >= next_keep:
             kept.append((i, bk.copy(x)))
