@@ -22,6 +22,8 @@ import math
 
 from numba import cuda, float64, njit
 
+from tinynet.kernels.scalars import axpy_s_cpu, scale_s_cpu
+
 ACTIVE, STOP, ITERS, I, BNORM, RR, ALPHA, BETA, ONE = range(9)
 DAD, RRNEW, XB, XR, BB, XX = range(9, 15)
 PHI = 15
@@ -84,20 +86,16 @@ def cg_stop_rules_cpu(acc, i, k, progress, progress_tol, tol, max_iters):
 
 @njit(cache=True)
 def cg_axpy_if_cpu(c, s, j, x, y):
-    """y += (c s[j]) x, the coefficient rounded to y's dtype, while s[ACTIVE] != 0."""
+    """scalars.axpy_s (y += (c s[j]) x) while s[ACTIVE] != 0."""
     if s[ACTIVE] != 0:
-        a = y.dtype.type(c * s[j])
-        for i in range(x.shape[0]):
-            y[i] += a * x[i]
+        axpy_s_cpu(c, s, j, x, y)
 
 
 @njit(cache=True)
 def cg_scale_if_cpu(s, j, x):
-    """x *= s[j] rounded to x's dtype, while s[ACTIVE] != 0."""
+    """scalars.scale_s (x *= s[j]) while s[ACTIVE] != 0."""
     if s[ACTIVE] != 0:
-        a = x.dtype.type(s[j])
-        for i in range(x.shape[0]):
-            x[i] *= a
+        scale_s_cpu(s, j, x)
 
 
 # ---------------------------------------------------------------- CUDA twins
