@@ -20,10 +20,14 @@ class BCELoss(Loss):
     def _kernel(self, F, Y, scale):
         return self.bk.loss("bce", F, Y, scale, eps=self._eps(F.dtype))
 
+    def clip_bounds(self, dtype):
+        """(eps, 1 - eps) in `dtype`: the interval f is clipped to (module docstring)."""
+        e = self._eps(dtype)
+        return np.dtype(dtype).type(e), np.dtype(dtype).type(1 - e)
+
     def _fy(self, ctx):
         F = self.bk.to_host(ctx[0])
-        e = self._eps(F.dtype)
-        return np.clip(F, e, 1 - e), self.bk.to_host(ctx[1])
+        return np.clip(F, *self.clip_bounds(F.dtype)), self.bk.to_host(ctx[1])
 
     def hess_f(self, ctx):
         f, y = self._fy(ctx)

@@ -62,8 +62,7 @@ def device_curvature_rows(net, lctx, curvature, rng, exact=False):
         bk.launch(KS, "softmax_sample", n, P, U, out, nbytes=2 * out.nbytes)
         return [loss.output_gradient(F, out)]
     if isinstance(loss, BCELoss) and curvature in ("gn", "fisher") and not exact:
-        e = loss._eps(F.dtype)
-        lo, hi = F.dtype.type(e), F.dtype.type(1 - e)        # np.clip(F, e, 1 - e) in F's dtype
+        lo, hi = loss.clip_bounds(F.dtype)
         out = bk.empty((n, k), net.dtype)
         if curvature == "gn":
             E = bk.asarray(rng.standard_normal((n, k)))

@@ -75,8 +75,8 @@ import copy
 import numpy as np
 
 from tinynet.distributed.comm import pack_upper, unpack_upper
-from tinynet.kernels import scalars as _sc
 from tinynet.distributed.sharding import sharded
+from tinynet.kernels import scalars as _sc
 from tinynet.optim.base import Optimizer, check_range
 from tinynet.optim.device_factors import DeviceRunningFactors, device_kfac_sums
 from tinynet.optim.stats import (RunningFactors, damped_inverse, forward_backward_bk,
