@@ -202,6 +202,11 @@ CASES += [
 ]
 KERNEL_MODULES += [rpk]
 
+# ---- ACP's heuristic alpha from the device's signal rows (float32 in, float32 max)
+CASES += [
+    ("sq_max", st.sq_max_cuda, (V, S, V), True),
+]
+
 _F64_OP = re.compile(r"^\s*[a-z][\w.]*\.f64\b", re.M)   # an instruction on f64 operands
 
 

@@ -24,6 +24,11 @@ written entry), used by the device-resident running factors
   col_mean(H, mu)                           mu = col_mean(H), written into mu
   kfac_bias_running(R, mu, rho, scale)      A's bias column and corner:
                         R[c, i] <- rho R[c, i] + (1 - rho) scale mu[c], R[i, i] = scale
+  sq_max(x, c, partial)                     partial[t] = max over j = t, t + P, ... of
+                        (c x_j)^2 in x's dtype (P = len(partial)); a NaN wins. The host takes
+                        the max of the P partials: ACP's heuristic alpha (thesis 6.3.2) from the
+                        device's signal rows, P numbers copied back instead of the rows. A max
+                        is exact in any order, so the result has the host formula's bits.
 """
 import numpy as np
 from numba import njit
@@ -166,6 +171,19 @@ running_upper_cpu = running_update_upper
 
 
 @njit(cache=True)
+def sq_max_cpu(x, c, partial):
+    P = partial.shape[0]
+    for t in range(P):
+        m = x.dtype.type(0)
+        for j in range(t, x.shape[0], P):
+            v = c * x[j]
+            v = v * v
+            if v > m or v != v:       # NaN: no later comparison replaces it
+                m = v
+        partial[t] = m
+
+
+@njit(cache=True)
 def symmetric_from_upper(U, out):
     """out = the symmetric matrix whose upper triangle is U's (LAPACK potri
     leaves the lower one unset), converted to out's dtype; `out` may be U
@@ -272,3 +290,18 @@ def kfac_bias_running_cuda(R, mu, rho, scale):
         R[c, i] = rho * R[c, i] + (R.dtype.type(1) - rho) * scale * mu[c]
     elif c == i:
         R[i, i] = scale
+
+
+@cuda.jit
+def sq_max_cuda(x, c, partial):
+    """Twin of sq_max_cpu: thread t < P walks entries t, t + P, ..."""
+    t = cuda.grid(1)
+    P = partial.shape[0]
+    if t < P:
+        m = x.dtype.type(0)
+        for j in range(t, x.shape[0], P):
+            v = c * x[j]
+            v = v * v
+            if v > m or v != v:
+                m = v
+        partial[t] = m

@@ -35,6 +35,12 @@ dW^T is computed by the cheaper of two routes (route="auto"), with Hc = H - 1 mu
 This is the exact minimizer of the local criterion of 6.1 with eps/alpha in
 place of eps when the statistics come from the same minibatch (T = 1).
 
+moments="auto" forms the amortized mu, C and the heuristic alpha where the
+network lives (tinynet.optim.device_moments: on device="cuda" only mu and C
+come down for the inversion, not the input rows); "host" copies the rows and
+forms them in float64 (stats.input_moments), as over MPI, where the reduced
+statistics are host sums.
+
 Defaults lr = 0.3, eps = 0.1, alpha = 1: on the MNIST autoencoder (batch 200,
 T = 100; benchmarks/chapter6_sweep.py) the ratio lr / (eps / alpha) decides:
 about 3 trains well past SGD (loss 10-14 after 1500 updates against SGD's
@@ -52,6 +58,7 @@ measured before step_scale existed).
 import numpy as np
 
 from tinynet.optim.base import Optimizer, check_range
+from tinynet.optim.device_moments import device_input_moments, device_sq_max, moment_store
 from tinynet.optim.stats import (centered_input, damped_inverse, forward_backward_bk,
                                  input_moments, layer_axpy, layer_slot, other_stages_sgd, reduced_covariances,
                                  reduced_means, shares, sum_shares_and_step)
@@ -62,8 +69,9 @@ class ACP(Optimizer):
     distributable = True     # _step_reduced
 
     def __init__(self, net, lr=0.3, eps=0.1, T=100, alpha=1.0, alpha_floor=1e-4, route="auto",
-                 step_scale="alpha"):
+                 step_scale="alpha", moments="auto"):
         super().__init__(net, lr)
+        self.moments = moment_store("ACP", net, moments)
         if route not in ("auto", "batch", "gradient"):
             raise ValueError(f"ACP: route must be 'auto', 'batch' or 'gradient', got {route!r}")
         if step_scale not in ("alpha", "none"):
@@ -93,10 +101,11 @@ class ACP(Optimizer):
         return self.lr / self.alphas[i] if self.step_scale == "alpha" else self.lr
 
     def _layer_alpha(self, B, share=1):
+        """B: the layer's signal rows, a backend array (the max is taken there)."""
         if self.alpha != "heuristic":
             return float(self.alpha)
         n = B.shape[0] // share                                    # examples (B has n * share rows)
-        return float(np.max((n * B) ** 2)) + self.alpha_floor      # (6.3.2) + (6.5.3.3)
+        return device_sq_max(self.bk, B, n) + self.alpha_floor     # max (n B)^2 (6.3.2) + (6.5.3.3)
 
     def last_matrices(self):
         """What the last step applied, host float64 (empty before the first step),
@@ -132,16 +141,19 @@ class ACP(Optimizer):
             return self._step_reduced(X, Y)
         net, bk = self.net, self.bk
         loss, ctxs, _, Bs = forward_backward_bk(net, X, Y, self._grad)
+        centered = {i: centered_input(bk, net.layers[i].kron_rows(ctxs[i])) for i in Bs}
         if self.k % self.T == 0:                                    # amortization
             sh = shares(net)
-            for i, (mu, C) in input_moments(net, ctxs).items():
-                self.alphas[i] = self._layer_alpha(np.asarray(bk.to_host(Bs[i])), sh[i])
+            moments = (device_input_moments(net, ctxs, centered) if self.moments == "device"
+                       else input_moments(net, ctxs))
+            for i, (mu, C) in moments.items():
+                self.alphas[i] = self._layer_alpha(Bs[i], sh[i])
                 # a convolution's criterion sums its positions: C of the patch rows times share
                 self.C[i] = sh[i] * C
                 inv = damped_inverse(self.C[i], self.eps / self.alphas[i], net.dtype)
                 self.inv_C[i] = bk.asarray(inv)
         for i, B in Bs.items():
-            mu, Hc = centered_input(bk, net.layers[i].kron_rows(ctxs[i]))
+            mu, Hc = centered[i]
             n, o = B.shape
             if self.route == "batch" or (self.route == "auto" and n < o):
                 # inv_C is symmetric: tb=True is the same product on BLAS's faster path
@@ -199,8 +211,7 @@ class ACP(Optimizer):
         sh = shares(net)
         C = reduced_covariances(net, ctxs, mus, comm)
         if self.alpha == "heuristic":
-            alphas = comm.allreduce_max([self._layer_alpha(np.asarray(bk.to_host(Bs[i])), sh[i])
-                                         for i in kron], "alpha")
+            alphas = comm.allreduce_max([self._layer_alpha(Bs[i], sh[i]) for i in kron], "alpha")
         else:
             alphas = [float(self.alpha)] * len(kron)
         for j, i in enumerate(kron):

@@ -14,6 +14,11 @@ V and d follow SGD:  grad_V = B^T (H - 1 mu^T) U,  grad_d = sum_rows B.
 The network keeps the effective W = V U and b = d - W mu in its flat vector,
 so forward passes, checkpoints of theta and evaluation need nothing special.
 
+moments="auto" forms mu and C where the network lives (on device="cuda"
+tinynet.optim.device_moments: only mu and C come down, not the input rows);
+"host" copies the rows and forms them in float64 (stats.input_moments). The
+eigendecomposition and the re-projection stay on the host (amortized).
+
 Data-parallel (net.comm over P ranks): the re-estimation uses the mean and
 covariance of every rank's rows (tinynet.optim.stats.reduced_means,
 reduced_covariances; every rank then does the same eigendecomposition), and
@@ -24,6 +29,7 @@ import numpy as np
 
 from tinynet.backend_base import host_call
 from tinynet.optim.base import Optimizer, check_range
+from tinynet.optim.device_moments import device_input_moments, moment_store
 from tinynet.optim.stats import (forward_backward_bk, input_moments, layer_slot, other_stages_sgd,
                                  reduced_covariances, reduced_means)
 
@@ -41,8 +47,9 @@ class NNN(Optimizer):
     name = "nnn"
     distributable = True     # step: reduced moments and gradients over net.comm
 
-    def __init__(self, net, lr=0.01, eps=1e-3, T=100, floor=1e-6):
+    def __init__(self, net, lr=0.01, eps=1e-3, T=100, floor=1e-6, moments="auto"):
         super().__init__(net, lr)
+        self.moments = moment_store("NNN", net, moments)
         check_range("NNN", "eps", eps, 0)
         check_range("NNN", "T", T, 1, integer=True)
         check_range("NNN", "floor", floor, 0, lo_open=True)
@@ -93,7 +100,9 @@ class NNN(Optimizer):
         """Re-estimate mu, U from the inputs in ctxs (or the {index: (mu, C)} given)
         and re-project V, d (6.4.2)."""
         bk, dt = self.bk, self.net.dtype
-        for i, (mu, C) in (moments or input_moments(self.net, ctxs)).items():
+        if moments is None:
+            moments = (device_input_moments if self.moments == "device" else input_moments)(self.net, ctxs)
+        for i, (mu, C) in moments.items():
             W, b = self._effective(i)
             U, Uinv = inverse_sqrt(C + self.eps * np.eye(len(C)), self.floor)
             V = host_call("host.gemm", np.matmul, W, Uinv, flops=2.0 * W.size * W.shape[1])
