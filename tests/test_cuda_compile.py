@@ -199,6 +199,8 @@ KERNEL_MODULES += [rsk]
 from tinynet.kernels import reparam as rpk  # noqa: E402
 CASES += [
     ("qd_update", rpk.qd_update_cuda, (V, float64[:], float64[:], float64[:], float64, V, float64[:]), False),
+    ("qd_observe", rpk.qd_observe_cuda, (M, float64[:], float64, boolean), False),
+    ("qd_vectors", rpk.qd_vectors_cuda, (float64[:], boolean, boolean, float64, float64[:], float64[:]), False),
 ]
 KERNEL_MODULES += [rpk]
 
@@ -309,3 +311,24 @@ def test_register_blocked_gemm_keeps_its_tile_in_registers():
     memory (that would cost a memory round trip per FMA)."""
     ptx = _compile(gm.matmul_nn_rb_cuda, (MC, MC, MC))
     assert "ld.local" not in ptx and "st.local" not in ptx
+
+
+def test_kernels_cast_with_np_float64_not_float():
+    """Numba types float(x) of a float32 x as float32 (on the CPU and in CUDA
+    kernels; the simulator, plain Python, gives float64), so a kernel meaning
+    "this sum in float64" must write np.float64(x)."""
+    import inspect
+    import pkgutil
+
+    import tinynet.kernels as pkg
+    bare = re.compile(r"(?<![\w.])float\(")
+    for info in pkgutil.iter_modules(pkg.__path__):
+        src = inspect.getsource(__import__(f"{pkg.__name__}.{info.name}", fromlist=["_"]))
+        hits = [line.strip() for line in src.splitlines() if bare.search(line.split("#")[0])]
+        assert not hits, f"tinynet.kernels.{info.name}: {hits[:3]}"
+
+
+def test_float32_products_of_float64_casts_are_float64():
+    """qd_observe's sum of squares of float32 rows runs in float64 (mul.f64)."""
+    ptx = _compile(rpk.qd_observe_cuda, (M, float64[:], float64, boolean))
+    assert "cvt.f64.f32" in ptx and "mul.f64" in ptx and "mul.f32" not in ptx

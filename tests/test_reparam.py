@@ -19,7 +19,7 @@ def _stats(opt, net, rng):
     """Fixed, arbitrary mu and Var for every Kronecker stage (the step uses them as they are)."""
     for i in opt.kron:
         n = net.layers[i].fan_in
-        opt.stats[i] = {"mu": rng.standard_normal(n), "var": rng.uniform(0.2, 3.0, n)}
+        opt.set_statistics(i, rng.standard_normal(n), rng.uniform(0.2, 3.0, n))
 
 
 def _v_of(W, b, mu, alpha, beta):
@@ -169,3 +169,32 @@ def test_update_kernel_equals_the_host_formula(dtype):
     tol = 2e-7 if dtype == np.float32 else 1e-14
     np.testing.assert_allclose(got[n * m:], ref_b, rtol=tol, atol=tol * np.abs(ref_b).max())
     assert np.abs(db).max() > 1e-3                   # the bias update is not negligible here
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_statistics_kernels_equal_the_definitions(dtype):
+    """qd_observe: mean and (biased) variance of the rows summed in float64, then
+    the running average; qd_vectors: mu and alpha^2 = 1 / (Var + eps) as the host
+    formulas mu(i) and alpha2(i) write them (the same bits)."""
+    rng = np.random.default_rng(8)
+    net = tn.Sequential([tn.Linear(5, 2)], tn.MSELoss(), dtype=dtype)
+    opt = QuasiDiagonal(net, lr=0.1, rate=0.3, eps=1e-3)
+    H1, H2 = (rng.standard_normal((11, 5)).astype(dtype) * 2 + 1 for _ in range(2))
+    opt._observe(0, H1)
+    h = H1.astype(np.float64)
+    np.testing.assert_allclose(opt.stats[0]["mu"], h.mean(0), rtol=1e-14)
+    np.testing.assert_allclose(opt.stats[0]["var"], h.var(0), rtol=1e-12)
+    opt._observe(0, H2)
+    g = H2.astype(np.float64)
+    np.testing.assert_allclose(opt.stats[0]["mu"], 0.7 * h.mean(0) + 0.3 * g.mean(0), rtol=1e-14)
+    np.testing.assert_allclose(opt.stats[0]["var"], 0.7 * h.var(0) + 0.3 * g.var(0), rtol=1e-12)
+    mu, a2, b2, _ = opt._dev[0]
+    for center in (True, False):
+        for scale in ("variance", "none"):
+            opt.center, opt.scale = center, scale
+            opt._refresh(0)
+            np.testing.assert_array_equal(mu, opt.mu(0))
+            np.testing.assert_array_equal(a2, opt.alpha2(0))
+    np.testing.assert_array_equal(b2, opt.beta2(0))
+    with pytest.raises(ValueError, match=r"stage 0 takes mu and var of shape \(5,\)"):
+        opt.set_statistics(0, np.zeros(4), np.ones(5))

@@ -1,7 +1,8 @@
 """The quasi-diagonal reparametrization (seed 003, tinynet.optim.reparam) on
 device="cuda": the same steps as on the CPU, and a step between statistics
-updates that copies only its loss back (the update kernel,
-tinynet.kernels.reparam, reads the gradient where it is)."""
+updates, a statistics step and the first step each copy only their loss back
+(the update and the statistics kernels, tinynet.kernels.reparam, read the
+gradient and the rows where they are)."""
 import numpy as np
 import pytest
 
@@ -39,12 +40,35 @@ def test_reparam_cuda_equals_cpu(dtype):
     assert out["cpu"][0][-1] < out["cpu"][0][0]
 
 
-def test_step_between_statistics_copies_only_the_loss(monkeypatch):
+def test_every_step_copies_only_the_loss(monkeypatch):
+    """Step 1 sets the statistics, step 2 is plain, step 3 updates them (stats_every 3)."""
     net = _net("cuda", np.float32)
     X, y = _data(np.float32)
     dX, dy = net.bk.asarray(X), net.bk.asarray(np.eye(3, dtype=np.float32)[y])   # device targets: one-hot
-    opt = QuasiDiagonal(net, lr=0.3, stats_every=10)
-    opt.step(dX, dy)                                  # the first step sets the statistics (rows to the host)
-    t = _Transfers(monkeypatch, type(dX))
-    opt.step(dX, dy)
-    assert (t.h2d, t.d2h) == (0, 1)
+    opt = QuasiDiagonal(net, lr=0.3, stats_every=3)
+    counts = []
+    for _ in range(3):
+        t = _Transfers(monkeypatch, type(dX))
+        opt.step(dX, dy)
+        counts.append((t.h2d, t.d2h))
+        monkeypatch.undo()
+    assert counts == [(0, 1)] * 3
+
+
+def test_statistics_kernels_equal_the_cpu_twins():
+    """qd_observe (first batch, then a running average) and qd_vectors on the
+    device against the CPU backend, float32 rows."""
+    from tinynet.backend import get_backend
+    from tinynet.kernels import reparam as K
+    r = np.random.default_rng(4)
+    H1, H2 = (r.standard_normal((9, 7)).astype(np.float32) + 1 for _ in range(2))
+    out = {}
+    for device in ("cpu", "cuda"):
+        bk = get_backend(device)
+        run, mu, a2 = bk.zeros(14, np.float64), bk.empty(7, np.float64), bk.empty(7, np.float64)
+        bk.launch(K, "qd_observe", 7, bk.asarray(H1), run, 0.2, True)
+        bk.launch(K, "qd_observe", 7, bk.asarray(H2), run, 0.2, False)
+        bk.launch(K, "qd_vectors", 7, run, True, True, 1e-3, mu, a2)
+        out[device] = [np.array(bk.to_host(v)) for v in (run, mu, a2)]
+    for got, ref in zip(out["cuda"], out["cpu"]):
+        np.testing.assert_allclose(got, ref, rtol=1e-13, atol=0)    # hardware may contract to FMA: not bits

@@ -14,8 +14,50 @@ the layer's parameter slice in the same layout; mu, a2 (alpha^2) (n,), b2
 Each entry is formed in float64 in the order of the host expression it
 replaces (so dW keeps its bits); the sum over i runs in row order (the host's
 BLAS product summed in its own order: db agrees to float64 rounding).
+
+The statistics (every `stats_every` steps) stay on the device too, as one
+float64 vector run = [mu; var] (2n) per layer, H (r, n) the layer's input
+rows:
+
+  qd_observe   m_i = 1/r sum_rows H_i,  v_i = max(1/r sum_rows H_i^2 - m_i^2, 0)
+               (float64 sums in row order, one pass), then run <- [m; v] on the
+               first batch, else run <- (1 - rate) run + rate [m; v]
+  qd_vectors   mu_i = run_i (0 without centring),
+               a2_i = 1 / (var_i + eps) (1 without the variance scale)
+
+so a statistics step copies nothing either: QuasiDiagonal.stats reads host
+copies.
 """
+import numpy as np
 from numba import cuda, njit
+
+
+@njit(cache=True)
+def qd_observe_cpu(H, run, rate, first):
+    rows, n = H.shape
+    for i in range(n):
+        s = 0.0
+        q = 0.0
+        for r in range(rows):
+            h = np.float64(H[r, i])
+            s += h
+            q += h * h
+        m = s / rows
+        v = max(q / rows - m * m, 0.0)
+        if first:
+            run[i] = m
+            run[n + i] = v
+        else:
+            run[i] = (1.0 - rate) * run[i] + rate * m
+            run[n + i] = (1.0 - rate) * run[n + i] + rate * v
+
+
+@njit(cache=True)
+def qd_vectors_cpu(run, center, scale, eps, mu, a2):
+    n = mu.shape[0]
+    for i in range(n):
+        mu[i] = run[i] if center else 0.0
+        a2[i] = 1.0 / (run[n + i] + eps) if scale else 1.0
 
 
 @njit(cache=True)
@@ -28,11 +70,11 @@ def qd_update_cpu(g, mu, a2, b2, lr, theta, acc):
         acc[j] = 0.0
     for i in range(n):
         for j in range(m):
-            d = nlr * ((a2[i] * (float(g[i * m + j]) - mu[i] * float(g[k + j]))) * b2[j])
+            d = nlr * ((a2[i] * (np.float64(g[i * m + j]) - mu[i] * np.float64(g[k + j]))) * b2[j])
             theta[i * m + j] += theta.dtype.type(d)
             acc[j] += mu[i] * d
     for j in range(m):
-        db = nlr * b2[j] * float(g[k + j]) - acc[j]
+        db = nlr * b2[j] * np.float64(g[k + j]) - acc[j]
         theta[k + j] += theta.dtype.type(db)
 
 
@@ -43,11 +85,40 @@ def qd_update_cuda(g, mu, a2, b2, lr, theta, acc):
     k = n * m
     nlr = -lr
     for j in range(cuda.grid(1), m, cuda.gridsize(1)):
-        gb = float(g[k + j])
+        gb = np.float64(g[k + j])
         s = 0.0
         for i in range(n):
-            d = nlr * ((a2[i] * (float(g[i * m + j]) - mu[i] * gb)) * b2[j])
+            d = nlr * ((a2[i] * (np.float64(g[i * m + j]) - mu[i] * gb)) * b2[j])
             theta[i * m + j] += theta.dtype.type(d)
             s += mu[i] * d
         acc[j] = s
         theta[k + j] += theta.dtype.type(nlr * b2[j] * gb - s)
+
+
+@cuda.jit
+def qd_observe_cuda(H, run, rate, first):
+    """One thread per input column (coalesced across the row's entries)."""
+    rows, n = H.shape
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        s = 0.0
+        q = 0.0
+        for r in range(rows):
+            h = np.float64(H[r, i])
+            s += h
+            q += h * h
+        m = s / rows
+        v = max(q / rows - m * m, 0.0)
+        if first:
+            run[i] = m
+            run[n + i] = v
+        else:
+            run[i] = (1.0 - rate) * run[i] + rate * m
+            run[n + i] = (1.0 - rate) * run[n + i] + rate * v
+
+
+@cuda.jit
+def qd_vectors_cuda(run, center, scale, eps, mu, a2):
+    n = mu.shape[0]
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        mu[i] = run[i] if center else 0.0
+        a2[i] = 1.0 / (run[n + i] + eps) if scale else 1.0

@@ -16,6 +16,7 @@ sqrt), so the statistics and the evaluation outputs keep their bits.
 """
 import math
 
+import numpy as np
 from numba import cuda, njit
 
 
@@ -23,9 +24,9 @@ from numba import cuda, njit
 def running_update_cpu(run, mu, var, m, N, has_var):
     C = mu.shape[0]
     for c in range(C):
-        run[c] = (1.0 - m) * run[c] + m * float(mu[c])
+        run[c] = (1.0 - m) * run[c] + m * np.float64(mu[c])
         if has_var:
-            run[C + c] = (1.0 - m) * run[C + c] + m * float(var[c]) * N / (N - 1)
+            run[C + c] = (1.0 - m) * run[C + c] + m * np.float64(var[c]) * N / (N - 1)
 
 
 @njit(cache=True, error_model="numpy")
@@ -41,9 +42,9 @@ def running_eval_cpu(run, mu, s, eps):
 def running_update_cuda(run, mu, var, m, N, has_var):
     C = mu.shape[0]
     for c in range(cuda.grid(1), C, cuda.gridsize(1)):
-        run[c] = (1.0 - m) * run[c] + m * float(mu[c])
+        run[c] = (1.0 - m) * run[c] + m * np.float64(mu[c])
         if has_var:
-            run[C + c] = (1.0 - m) * run[C + c] + m * float(var[c]) * N / (N - 1)
+            run[C + c] = (1.0 - m) * run[C + c] + m * np.float64(var[c]) * N / (N - 1)
 
 
 @cuda.jit

@@ -31,6 +31,7 @@ float64; [lo, hi] BCE's clip in F's dtype, tinynet.losses.bce):
 """
 import math
 
+import numpy as np
 from numba import cuda, njit
 
 
@@ -42,10 +43,10 @@ def softmax_sqrt_d_rows_cpu(P, Y, E, out):
         dot = 0.0
         for j in range(k):
             ys += Y[i, j]
-            dot += math.sqrt(float(P[i, j])) * E[i, j]
+            dot += math.sqrt(np.float64(P[i, j])) * E[i, j]
         c = math.sqrt(ys)
         for j in range(k):
-            p = float(P[i, j])
+            p = np.float64(P[i, j])
             out[i, j] = c * (math.sqrt(p) * E[i, j] - p * dot)
 
 
@@ -56,7 +57,7 @@ def softmax_sample_cpu(P, U, out):
         cdf = 0.0
         c = k - 1
         for j in range(k - 1):
-            cdf += float(P[i, j])
+            cdf += np.float64(P[i, j])
             if U[i] < cdf:
                 c = j
                 break
@@ -75,7 +76,7 @@ def bce_sqrt_d_rows_cpu(F, Y, E, out, lo, hi):
             y = Y[i, j]
             g = one - f
             d = y / (f * f) + (one - y) / (g * g)
-            out[i, j] = float(math.sqrt(d)) * E[i, j]
+            out[i, j] = F.dtype.type(math.sqrt(d)) * E[i, j]
 
 
 @njit(cache=True)
@@ -84,7 +85,7 @@ def bce_sample_cpu(F, U, out, lo, hi):
     for i in range(n):
         for j in range(k):
             f = min(max(F[i, j], lo), hi)
-            out[i, j] = 1.0 if U[i, j] < float(f) else 0.0
+            out[i, j] = 1.0 if U[i, j] < np.float64(f) else 0.0
 
 
 @njit(cache=True)
@@ -92,7 +93,7 @@ def gauss_sample_cpu(F, E, c, out):
     n, k = F.shape
     for i in range(n):
         for j in range(k):
-            out[i, j] = float(F[i, j]) + c * E[i, j]
+            out[i, j] = np.float64(F[i, j]) + c * E[i, j]
 
 
 @cuda.jit
@@ -105,7 +106,7 @@ def bce_sqrt_d_rows_cuda(F, Y, E, out, lo, hi):
         y = Y[i, j]
         g = one - f
         d = y / (f * f) + (one - y) / (g * g)
-        out[i, j] = float(math.sqrt(d)) * E[i, j]
+        out[i, j] = F.dtype.type(math.sqrt(d)) * E[i, j]
 
 
 @cuda.jit
@@ -114,7 +115,7 @@ def bce_sample_cuda(F, U, out, lo, hi):
     for t in range(cuda.grid(1), n * k, cuda.gridsize(1)):
         i, j = t // k, t % k
         f = min(max(F[i, j], lo), hi)
-        out[i, j] = 1.0 if U[i, j] < float(f) else 0.0
+        out[i, j] = 1.0 if U[i, j] < np.float64(f) else 0.0
 
 
 @cuda.jit
@@ -122,7 +123,7 @@ def gauss_sample_cuda(F, E, c, out):
     n, k = F.shape
     for t in range(cuda.grid(1), n * k, cuda.gridsize(1)):
         i, j = t // k, t % k
-        out[i, j] = float(F[i, j]) + c * E[i, j]
+        out[i, j] = np.float64(F[i, j]) + c * E[i, j]
 
 
 @cuda.jit
@@ -134,10 +135,10 @@ def softmax_sqrt_d_rows_cuda(P, Y, E, out):
         dot = 0.0
         for j in range(k):
             ys += Y[i, j]
-            dot += math.sqrt(float(P[i, j])) * E[i, j]
+            dot += math.sqrt(np.float64(P[i, j])) * E[i, j]
         c = math.sqrt(ys)
         for j in range(k):
-            p = float(P[i, j])
+            p = np.float64(P[i, j])
             out[i, j] = c * (math.sqrt(p) * E[i, j] - p * dot)
 
 
@@ -149,7 +150,7 @@ def softmax_sample_cuda(P, U, out):
         cdf = 0.0
         c = k - 1
         for j in range(k - 1):
-            cdf += float(P[i, j])
+            cdf += np.float64(P[i, j])
             if U[i] < cdf:
                 c = j
                 break

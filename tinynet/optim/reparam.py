@@ -38,11 +38,12 @@ The defaults are the slides' whitening reparametrization (all three). With
 center=False, scale="none", beta="one" it is plain SGD. Stages without
 Kronecker rows (BatchNorm) get plain SGD.
 
-The update runs on the network's backend (tinynet.kernels.reparam: each
-layer's gradient slice to its parameters in one pass, no copy to the host).
-The statistics live on the host (float64, O(n + m) per layer): a statistics
-step (every `stats_every`) copies the layer's rows to the host and the new
-mu, alpha^2 back up; other steps copy nothing but the loss.
+The update and the statistics run on the network's backend
+(tinynet.kernels.reparam): each layer's gradient slice goes to its parameters
+in one pass, and [mu; Var] is a float64 backend vector per layer updated from
+the rows where they are (float64 sums, also for float32 rows), with mu and
+alpha^2 formed from it there. No step copies anything but its loss back;
+`stats` reads host copies.
 """
 import math
 
@@ -72,13 +73,34 @@ class QuasiDiagonal(Optimizer):
         self.weight_decay = check_range("QuasiDiagonal", "weight_decay", weight_decay, 0)
         self.center, self.scale, self.beta = bool(center), scale, beta
         self.kron = kron_indices(net)
-        self.stats = {}            # stage index -> {"mu": (n,), "var": (n,)} running averages
+        self._run = {}             # stage index -> [mu; Var] running averages, float64 on bk (2 fan_in)
+        self._dev = {}             # stage index -> (mu, a2, b2, scratch) float64 on bk, formed from _run
         self._grad = self.bk.zeros(net.n_params, net.dtype)
-        self._dev = {}             # stage index -> (the stats entry they came from, mu, a2, b2, scratch) on bk
+
+    @property
+    def stats(self):
+        """{stage index: {"mu": (n,), "var": (n,)}}: host float64 copies of the
+        running averages (set them with set_statistics)."""
+        out = {}
+        for i, run in self._run.items():
+            h = np.array(self.bk.to_host(run), dtype=np.float64)
+            out[i] = {"mu": h[:len(h) // 2], "var": h[len(h) // 2:]}
+        return out
+
+    def set_statistics(self, i, mu, var):
+        """Set stage i's running mean and variance (host arrays of its fan-in)."""
+        n = self.net.layers[i].fan_in
+        mu, var = np.asarray(mu, dtype=np.float64), np.asarray(var, dtype=np.float64)
+        if mu.shape != (n,) or var.shape != (n,):
+            raise ValueError(f"QuasiDiagonal: stage {i} takes mu and var of shape ({n},), got "
+                             f"{mu.shape} and {var.shape}")
+        self._run[i] = self.bk.asarray(np.concatenate([mu, var]))
+        self._refresh(i)
 
     # -- the three vectors of the reparametrization ------------------------------------------------
     def mu(self, i):
-        return self.stats[i]["mu"] if self.center else np.zeros_like(self.stats[i]["mu"])
+        m = self.stats[i]["mu"]
+        return m if self.center else np.zeros_like(m)
 
     def alpha2(self, i):
         v = self.stats[i]["var"]
@@ -90,15 +112,25 @@ class QuasiDiagonal(Optimizer):
         return np.full(s.fan_out, b2)
 
     def _observe(self, i, H):
-        rows = H.shape[0]
-        m = np.asarray(H.sum(axis=0), dtype=np.float64) / rows
-        v = np.maximum(np.einsum("ri,ri->i", H, H, dtype=np.float64) / rows - m * m, 0.0)   # one pass
-        if i not in self.stats:
-            self.stats[i] = {"mu": m, "var": v}
-        else:
-            st, r = self.stats[i], self.rate
-            st["mu"] = (1 - r) * st["mu"] + r * m
-            st["var"] = (1 - r) * st["var"] + r * v
+        """Running averages of stage i's rows H (the first batch sets them): qd_observe."""
+        first = i not in self._run
+        if first:
+            self._run[i] = self.bk.zeros(2 * H.shape[1], np.float64)
+        self.bk.launch(_K, "qd_observe", H.shape[1], H, self._run[i], float(self.rate), first,
+                       nbytes=H.nbytes)
+        self._refresh(i)
+
+    def _refresh(self, i):
+        """mu, alpha^2 of stage i from its running averages (qd_vectors), beta^2 once."""
+        bk, s = self.bk, self.net.layers[i]
+        if i not in self._dev:
+            b2 = bk.empty(s.fan_out, np.float64)
+            bk.fill(b2, float(self.beta2(i)[0]))
+            self._dev[i] = (bk.empty(s.fan_in, np.float64), bk.empty(s.fan_in, np.float64), b2,
+                            bk.empty(s.fan_out, np.float64))
+        mu, a2 = self._dev[i][:2]
+        bk.launch(_K, "qd_vectors", s.fan_in, self._run[i], self.center, self.scale == "variance",
+                  float(self.eps), mu, a2, nbytes=4 * mu.nbytes)
 
     # -- one step ----------------------------------------------------------------------------------
     def layer_update(self, i, gWT, gb):
@@ -109,18 +141,6 @@ class QuasiDiagonal(Optimizer):
         db = -self.lr * b2 * gb - mu @ dWT
         return dWT, db
 
-    def _device_vectors(self, i):
-        """mu, alpha^2, beta^2 of stage i as float64 backend vectors (and the
-        kernel's scratch), uploaded again only when its statistics changed."""
-        st, bk = self.stats[i], self.bk
-        hit = self._dev.get(i)
-        if hit is None or hit[0] is not st or hit[1] is not st["mu"] or hit[2] is not st["var"]:
-            vecs = [bk.asarray(np.ascontiguousarray(v, dtype=np.float64))
-                    for v in (self.mu(i), self.alpha2(i), self.beta2(i))]
-            hit = (st, st["mu"], st["var"], *vecs, bk.zeros(self.net.layers[i].fan_out, np.float64))
-            self._dev[i] = hit
-        return hit[3:]
-
     def step(self, X, Y):
         net, bk = self.net, self.bk
         # every stage's plain gradient into _grad (the Kronecker stages by their own kernels)
@@ -129,14 +149,14 @@ class QuasiDiagonal(Optimizer):
             bk.axpy(self.weight_decay, net.theta, self._grad)
         for i in self.kron:
             s, (a, b) = net.layers[i], net.offsets[i]
-            first = i not in self.stats
+            first = i not in self._run
             if first:                                        # the first batch sets the statistics
-                self._observe(i, np.asarray(bk.to_host(s.kron_rows(ctxs[i]))))
-            mu, a2, b2, scratch = self._device_vectors(i)
+                self._observe(i, s.kron_rows(ctxs[i]))
+            mu, a2, b2, scratch = self._dev[i]
             bk.launch(_K, "qd_update", s.fan_out, self._grad[a:b], mu, a2, b2, float(self.lr),
                       net.theta[a:b], scratch, nbytes=3 * self._grad[a:b].nbytes)   # = layer_update, in place
             if not first and (self.k + 1) % self.stats_every == 0:
-                self._observe(i, np.asarray(bk.to_host(s.kron_rows(ctxs[i]))))   # then they move slowly
+                self._observe(i, s.kron_rows(ctxs[i]))     # then they move slowly
         other_stages_sgd(net, self._grad, self.lr)
         self.k += 1
         return loss
@@ -148,5 +168,6 @@ class QuasiDiagonal(Optimizer):
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self.stats = {int(i): {k: np.array(v, dtype=np.float64) for k, v in d.items()}
-                      for i, d in state.get("stats", {}).items()}
+        self._run, self._dev = {}, {}
+        for i, d in state.get("stats", {}).items():
+            self.set_statistics(int(i), d["mu"], d["var"])
