@@ -139,6 +139,7 @@ def test_device_scalar_cg_has_the_bits_of_host_scalar_cg(case, dtype, check_ever
     assert (dev.iters, dev.stop) == (host.iters, host.stop)
     assert calls["host"] == host.iters and host.iters <= calls["device"] <= host.iters + check_every - 1
     np.testing.assert_array_equal(dev.x, host.x)
+    assert dev.xx == bk.dot(dev.x, dev.x) and host.xx is None     # x^T x, read back with the scalars
     assert np.array_equal([dev.phi, dev.residual], [host.phi, host.residual], equal_nan=True)
     assert [i for i, _ in dev.iterates] == [i for i, _ in host.iterates]
     for (_, a), (_, c) in zip(dev.iterates, host.iterates):

@@ -33,11 +33,12 @@ class CGResult:
     """x: the solution estimate; iters: products of A used; residual: ||r|| / ||b||
     at the end; phi: phi(x); stop: why it stopped ("tol", "max_iters",
     "progress", "negative_curvature", "zero_rhs"); negative_curvature: bool;
-    iterates: [(i, x_i)] kept for backtracking (the last one is x)."""
+    iterates: [(i, x_i)] kept for backtracking (the last one is x); xx: x^T x
+    where the solver read it back with its other scalars (the device CG), else None."""
 
-    def __init__(self, x, iters, residual, phi, stop, iterates):
+    def __init__(self, x, iters, residual, phi, stop, iterates, xx=None):
         self.x, self.iters, self.residual, self.phi = x, iters, residual, phi
-        self.stop, self.iterates = stop, iterates
+        self.stop, self.iterates, self.xx = stop, iterates, xx
         self.negative_curvature = stop == "negative_curvature"
 
     def __repr__(self):

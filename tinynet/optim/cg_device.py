@@ -53,7 +53,7 @@ def conjugate_gradient_device(A, b, bk, x0=None, max_iters=250, tol=1e-10, progr
     bb, xx = (float(v) for v in np.asarray(bk.to_host(acc[_k.BB:_k.XX + 1])))   # the one start-up read
     if bb == 0.0:
         return CGResult(bk.zeros(p, b.dtype), 0, 0.0, 0.0, "zero_rhs",
-                        [(0, bk.zeros(p, b.dtype))] if keep_iterates else [])
+                        [(0, bk.zeros(p, b.dtype))] if keep_iterates else [], xx=0.0)
     iters = 0
     r = bk.copy(b)
     if x0 is not None and xx != 0.0:
@@ -90,10 +90,12 @@ def conjugate_gradient_device(A, b, bk, x0=None, max_iters=250, tol=1e-10, progr
             while next_keep <= i:
                 j += 1
                 next_keep = math.ceil(gamma ** j)
+    bk.dot_acc(x, x, acc, _k.XX)             # x^T x for the caller (cg_start zeroed the slot)
     s = np.asarray(bk.to_host(acc))          # the one read at the end
     i_dev, iters_dev = int(s[_k.I]), int(s[_k.ITERS])
     stop = _k.STOP_CODES[int(s[_k.STOP])]
     kept = [(ki, xi) for ki, xi in kept if ki <= i_dev]   # copies of the frozen x after a stop
     if keep_iterates and (not kept or kept[-1][0] != i_dev):
         kept.append((i_dev, bk.copy(x)))
-    return CGResult(x, iters_dev, math.sqrt(s[_k.RR]) / s[_k.BNORM], float(s[_k.PHI + i_dev]), stop, kept)
+    return CGResult(x, iters_dev, math.sqrt(s[_k.RR]) / s[_k.BNORM], float(s[_k.PHI + i_dev]), stop, kept,
+                    xx=float(s[_k.XX]))

@@ -140,7 +140,7 @@ class HessianFree(Optimizer):
                                         tol=self.cg_tol, progress_tol=self.progress_tol,
                                         keep_iterates=self.backtrack, check_every=self.cg_check_every)
         p, back_i, f1 = res.x, res.iters, None
-        if bk.dot(p, p) == 0:                   # negative curvature at the start
+        if res.xx == 0:                         # negative curvature at the start (p^T p, read with CG's scalars)
             p = minus_g                         # steepest descent; the line search sizes it
         elif self.backtrack and len(res.iterates) > 1:
             # walk back over the kept iterates while the loss keeps decreasing
