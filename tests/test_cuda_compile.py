@@ -109,9 +109,6 @@ CASES += [
     ("bce_hess_vp", so.bce_hess_vp_cuda, (M, M, M, S, S, boolean, M), True),
     ("softmax_hess_vp", so.softmax_hess_vp_cuda, (M, M, M, S, boolean, M), True),
     ("col_mean", st.col_mean_cuda, (M, V), True),
-    ("centered_cov", st.centered_cov_cuda, (M, V, M), True),
-    ("kfac_A", st.kfac_A_cuda, (M, M), True),
-    ("kfac_G", st.kfac_G_cuda, (M, M), True),
     ("running_upper", st.running_upper_cuda, (M, M, S, S), True),
     ("running_upper_f64", st.running_upper_cuda, (D, D, float64, float64), False),
     ("running_upper_f64_f32", st.running_upper_cuda, (D, M, float64, float64), False),   # device factors

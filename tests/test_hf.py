@@ -180,6 +180,28 @@ def test_linearized_product_equals_the_one_shot_product(kind):
         linearized_product(net, X, Y, "jvp")
 
 
+@pytest.mark.parametrize("kind", ["gvp", "hvp", "fvp"])
+def test_product_at_the_gradients_contexts_equals_the_linearized_product(kind):
+    """product_at on Network.loss_gradient_contexts' forward pass (HF's products
+    with curvature_fraction 1): the same bits as a fresh forward pass, after
+    the backward pass has run on those contexts; the loss and gradient are
+    loss_and_gradient's."""
+    from tinynet.curvature.products import linearized_product, product_at
+    net = ce_net()
+    X, Y = batch(net, 7)
+    f, g, ctxs, lctx = net.loss_gradient_contexts(X, Y, out=np.zeros(net.n_params))
+    f_ref, g_ref = net.loss_and_gradient(X, Y)
+    assert f == f_ref
+    np.testing.assert_array_equal(g, g_ref)
+    C_at = product_at(net, ctxs, lctx, kind)
+    C = linearized_product(net, X, Y, kind)
+    for s in range(3):
+        v = np.random.default_rng(s).standard_normal(net.n_params)
+        np.testing.assert_array_equal(C_at(v), C(v))
+    with pytest.raises(ValueError, match="product_at: kind must be"):
+        product_at(net, ctxs, lctx, "jvp")
+
+
 # -- Hessian-free ------------------------------------------------------------------------
 
 

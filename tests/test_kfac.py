@@ -292,23 +292,6 @@ def test_loads_checkpoint_with_split_A_inverse():
     np.testing.assert_array_equal(net2.get_flat(), net.get_flat())
 
 
-@pytest.mark.parametrize("name", ["col_mean_cuda", "centered_cov_cuda", "kfac_A_cuda", "kfac_G_cuda",
-                                  "running_upper_cuda"])
-def test_stats_cuda_kernels_compile_float32_without_float64(name):
-    """The @cuda.jit statistics twins compile to PTX (no GPU needed) and a float32
-    kernel does no float64 arithmetic."""
-    import os
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-        pytest.skip("compile_ptx does not exist in the CUDA simulator")
-    from numba import cuda, float32
-    from tinynet.kernels import stats as K
-    M, V = float32[:, :], float32[:]
-    sig = {"col_mean_cuda": (M, V), "centered_cov_cuda": (M, V, M), "kfac_A_cuda": (M, M),
-           "kfac_G_cuda": (M, M), "running_upper_cuda": (M, M, float32, float32)}[name]
-    ptx, _ = cuda.compile_ptx(getattr(K, name).py_func, sig, cc=(8, 0))
-    assert not any(op in ptx for op in ("add.f64", "mul.f64", "div.rn.f64", "fma.rn.f64"))
-
-
 def test_damped_inverse_reads_the_upper_triangle():
     """damped_inverse(M, d) = (M + d I)^{-1} from M's upper triangle alone (the
     lower one as RunningFactors leaves it, stale), exactly symmetric; and the

@@ -226,6 +226,12 @@ class Sequential:
         The gradient vector is reused between calls unless `out` is given.
         Data-parallel (self.comm over P ranks, X this rank's shard): both are
         the means over the global batch, all-reduced."""
+        return self.loss_gradient_contexts(X, Y, out)[:2]
+
+    def loss_gradient_contexts(self, X, Y, out=None):
+        """loss_and_gradient plus its forward pass's contexts: (value, gradient,
+        [ctx per stage], loss ctx), for a caller that linearizes at the same
+        parameters next (tinynet.curvature.products.product_at)."""
         F, ctxs = self.forward_ctx(X)
         value, lctx = self.loss_stage.forward(F, self.as_target(Y))
         if out is None:
@@ -233,7 +239,7 @@ class Sequential:
         self.backward(ctxs, self.loss_stage.vjp(lctx), out)
         if self.comm.size > 1:
             value = self.comm.mean_gradient(self.bk, out, value)
-        return value, out
+        return value, out, ctxs, lctx
 
     def gradient(self, X, Y):
         """Flat gradient of the batch-mean loss, host array (DESIGN.md layout)."""

@@ -68,12 +68,12 @@ def test_hf_step_moves_no_parameter_vector(monkeypatch):
     vector = net.n_params * 4
     assert sizes["d2h"] and max(sizes["d2h"]) < vector            # scalars and the 6 per-example losses
     assert max(sizes["h2d"], default=0) < vector
-    # CG's scalars stay on the device. The 10 copies back: the losses at theta
-    # (the gradient's and the products' forward pass, 2), CG's start read
+    # CG's scalars stay on the device. The 9 copies back: the losses at theta
+    # (one forward pass serves the gradient and the products), CG's start read
     # [b^T b, x0^T x0], its stop flag before iterations 0, 1, 2 (3), its end
     # read (the scalar vector, with p^T p in it), the losses of the backtracking
     # walk over the kept iterates (it keeps the last, 3, when 2 is not lower: 2),
     # and [g^T p, p^T C p] together. The host-scalar CG copied back 4 dots per iteration.
     assert opt.metrics["cg_iters"] == 3 and opt.metrics["backtrack_iter"] == 3
-    assert len(sizes["d2h"]) == 10, sizes["d2h"]
+    assert len(sizes["d2h"]) == 9, sizes["d2h"]
     assert sizes["d2h"].count(8) == 3                             # the single scalars: the stop flags

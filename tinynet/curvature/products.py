@@ -127,6 +127,15 @@ def linearized_product(net, X, Y, kind):
     if kind == "hvp":
         require(net, ("hvp_x", "hvp_z"), "hvp")
     ctxs, lctx, _ = linearize(net, X, Y)
+    return product_at(net, ctxs, lctx, kind)
+
+
+def product_at(net, ctxs, lctx, kind):
+    """linearized_product from a forward pass already done (the contexts of
+    Network.loss_gradient_contexts at the current parameters): v -> C v."""
+    if kind not in ("hvp", "gvp", "fvp"):
+        raise ValueError(f"product_at: kind must be 'hvp', 'gvp' or 'fvp', got {kind!r}")
     if kind == "hvp":
+        require(net, ("hvp_x", "hvp_z"), "hvp")
         return lambda v: _hvp_at(net, ctxs, lctx, v)
     return lambda v: _outer_at(net, ctxs, lctx, v, kind == "fvp")

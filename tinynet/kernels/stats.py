@@ -197,19 +197,14 @@ def symmetric_from_upper(U, out):
 
 
 # ---------------------------------------------------------------- CUDA (@cuda.jit)
-# Same meaning as the CPU twins above, results written into `out` arrays. One
-# thread per output entry and a loop over the batch: these run once per
-# statistics batch (amortized), not in the per-step GEMMs. Typed constants keep
-# float32 kernels in float32. Launch: `launch_2d(shape)` / `launch_1d(size)`.
+# Same meaning as the CPU twins above, results written into `out` arrays, one
+# thread per output entry. The products H^T H, B^T B and Hc^T Hc of the device
+# statistics are backend GEMMs (device_factors, device_moments), not kernels
+# here: the tiled GEMM beats a thread per entry looping over the batch. Typed
+# constants keep float32 kernels in float32. Launch: `launch_1d(size)`.
 from numba import cuda  # noqa: E402  (CUDA section of the module)
 
-TPB_2D = 16
 TPB_1D = 256
-
-
-def launch_2d(shape):
-    """(blocks, threads) covering a 2-D output of `shape` (rows, cols)."""
-    return ((shape[1] + TPB_2D - 1) // TPB_2D, (shape[0] + TPB_2D - 1) // TPB_2D), (TPB_2D, TPB_2D)
 
 
 def launch_1d(size):
@@ -226,45 +221,6 @@ def col_mean_cuda(H, mu):
         for r in range(n):
             s += H[r, c]
         mu[c] = s / H.dtype.type(n)
-
-
-@cuda.jit
-def centered_cov_cuda(H, mu, C):
-    """C[r, c] = 1/n sum_m (H[m, r] - mu[r]) (H[m, c] - mu[c])  (thesis 6.1.1)."""
-    c, r = cuda.grid(2)
-    n, i = H.shape
-    if r < i and c < i:
-        s = H.dtype.type(0)
-        for m in range(n):
-            s += (H[m, r] - mu[r]) * (H[m, c] - mu[c])
-        C[r, c] = s / H.dtype.type(n)
-
-
-@cuda.jit
-def kfac_A_cuda(H, A):
-    """A = 1/n sum [h h^T, h; h^T, 1], bias last (thesis 6.2.2); A is (i+1, i+1)."""
-    c, r = cuda.grid(2)
-    n, i = H.shape
-    if r <= i and c <= i:
-        one = H.dtype.type(1)
-        s = H.dtype.type(0)
-        for m in range(n):
-            hr = H[m, r] if r < i else one
-            hc = H[m, c] if c < i else one
-            s += hr * hc
-        A[r, c] = s / H.dtype.type(n)
-
-
-@cuda.jit
-def kfac_G_cuda(B, G):
-    """G = 1/n B^T B (thesis 6.2.2)."""
-    c, r = cuda.grid(2)
-    n, o = B.shape
-    if r < o and c < o:
-        s = B.dtype.type(0)
-        for m in range(n):
-            s += B[m, r] * B[m, c]
-        G[r, c] = s / B.dtype.type(n)
 
 
 @cuda.jit

@@ -7,7 +7,8 @@ products C v of tinynet.curvature (gvp / hvp: the N^{-1} forward and M^{-1}
 backward substitutions of seed 001); λ the damping.
 
 One update:
-  1. g and f(θ) on the minibatch (X, Y).
+  1. g and f(θ) on the minibatch (X, Y); with curvature_fraction = 1 the
+     curvature products reuse this forward pass's contexts.
   2. CG on (C + λ I) p = -g (the damped Newton system of thesis 3.1.3, with
      the Tikhonov eps = λ adapted), from p_0 = decay * p_prev (warm start),
      at most `cg_iters` products, Martens's relative-progress stop.
@@ -37,10 +38,12 @@ import math
 
 import numpy as np
 
+from tinynet.curvature.products import linearized_product, product_at
 from tinynet.optim.base import Optimizer, check_range
 from tinynet.optim.cg_device import conjugate_gradient_device
 
 HF_CURVATURES = ("gn", "hessian")
+HF_PRODUCTS = {"gn": "gvp", "hessian": "hvp"}
 
 
 def curvature_product(net, X, Y, curvature):
@@ -48,8 +51,7 @@ def curvature_product(net, X, Y, curvature):
     minibatch GN matrix ("gn") or Hessian ("hessian") at the current
     parameters, from tinynet.curvature: the forward pass once, then one
     forward-mode and one reverse pass per product."""
-    from tinynet.curvature.products import linearized_product
-    return linearized_product(net, X, Y, {"gn": "gvp", "hessian": "hvp"}[curvature])
+    return linearized_product(net, X, Y, HF_PRODUCTS[curvature])
 
 
 class HessianFree(Optimizer):
@@ -115,14 +117,17 @@ class HessianFree(Optimizer):
         # every vector (g, the CG iterates, theta0) stays on the network's
         # device; what crosses to the host is the dot products' scalars and losses
         net, bk = self.net, self.bk
-        f0, gb = net.loss_and_gradient(X, Y)
+        f0, gb, ctxs, lctx = net.loss_gradient_contexts(X, Y)
         f0 = float(f0)
         g = bk.copy(gb)
         theta0 = bk.copy(net.theta)
         self._X, self._Y = X, Y
         n = X.shape[0] if hasattr(X, "shape") else len(X)       # host or device batch
         m = max(1, math.ceil(self.curvature_fraction * n))
-        Cv = curvature_product(net, X[:m], Y[:m], self.curvature)
+        if m == n:                              # the gradient's forward pass serves the products
+            Cv = product_at(net, ctxs, lctx, HF_PRODUCTS[self.curvature])
+        else:
+            Cv = curvature_product(net, X[:m], Y[:m], self.curvature)
         lam = self.damping
 
         def damped(v):
