@@ -201,6 +201,20 @@ CASES += [
 ]
 KERNEL_MODULES += [rpk]
 
+# ---- natural gradient with a twist (identity / neuron metrics): float64 statistics
+from tinynet.kernels import twist as twk  # noqa: E402
+I64 = numba.int64[:]
+CASES += [
+    ("twist_g2", twk.twist_g2_cuda, (M, numba.int64, float64, float64[:]), False),
+    ("twist_den", twk.twist_den_cuda, (float64[:], float64, float64[:]), False),
+    ("twist_partial", twk.twist_partial_cuda, (V, float64[:], I64, I64, float64[:]), False),
+    ("twist_norm", twk.twist_norm_cuda, (float64[:], I64, float64, float64[:]), False),
+    ("twist_apply", twk.twist_apply_cuda, (V, float64[:], I64, float64[:], float64, float64, V, boolean), False),
+    ("twist_apply_direction", twk.twist_apply_cuda,
+     (V, float64[:], I64, float64[:], float64, float64, float64[:], boolean), False),
+]
+KERNEL_MODULES += [twk]
+
 # ---- ACP's heuristic alpha from the device's signal rows (float32 in, float32 max)
 CASES += [
     ("sq_max", st.sq_max_cuda, (V, S, V), True),

@@ -189,3 +189,79 @@ def test_gn_metric_global_and_per_layer_normalizers_point_differently():
     assert direction_angle(d["global"], d["layer"]) > 1.0
     ident = NaturalTwist(_small_net(), lr=0.1, metric="identity", normalizer="layer").direction(X, y)[1]
     assert direction_angle(ident, d["layer"]) > 1.0          # G is not the identity in disguise
+
+
+# -- the identity and neuron metrics on the backend (tinynet.optim.twist_device) -----------
+def _host_twist(net, X, y, state, metric, normalizer, lr, rho, mu, eps, block_id, n_blocks):
+    """One step of the module docstring's formulas in host float64 numpy, from
+    the engine's gradient and signal rows: the reference for the kernels."""
+    from tinynet.optim.stats import forward_backward, kron_indices
+    g = net.gradient(X, y)
+    Ginv_g = g.copy()
+    if metric == "neuron":
+        _, _, _, Bs = forward_backward(net, X, y)
+        for i in kron_indices(net):
+            s, (a, b) = net.layers[i], net.offsets[i]
+            B = np.asarray(Bs[i], dtype=np.float64)
+            n_ex = B.shape[0] // int(s.share)
+            state["g2"][i] = rho * state["g2"].get(i, 0.0) + (1 - rho) * np.mean((n_ex * B) ** 2, axis=0)
+            Ginv_g[a:b] = (g[a:b].reshape(s.fan_in + 1, s.fan_out) / (state["g2"][i] + eps)).reshape(-1)
+    q = np.bincount(block_id, weights=g * Ginv_g, minlength=n_blocks)
+    state["norm"] = rho * state.get("norm", 0.0) + (1 - rho) * q
+    return lr * Ginv_g / np.sqrt(mu + state["norm"])[block_id]
+
+
+def _conv_net(dtype=np.float64):
+    return tn.Sequential([tn.Conv2d(1, 2, 3), tn.Tanh(), tn.Flatten(), tn.Linear(2 * 5 * 5, 3)],
+                         tn.SoftmaxCrossEntropyLoss(), dtype=dtype, seed=3, input_shape=(1, 7, 7))
+
+
+@pytest.mark.parametrize("normalizer", ["global", "layer", "neuron", "weight"])
+@pytest.mark.parametrize("metric", ["identity", "neuron"])
+@pytest.mark.parametrize("chunk", [None, 7], ids=["chunk1024", "chunk7"])
+def test_device_metrics_equal_the_host_formulas(metric, normalizer, chunk, monkeypatch):
+    """direction() of the kernels against _host_twist over 3 steps of a conv
+    net (a Kronecker stage with 16 positions per example), float64; chunk 7
+    cuts every block of more than 7 entries into in-order chunk sums."""
+    from tinynet.kernels import twist as K
+    if chunk:
+        monkeypatch.setattr(K, "CHUNK", chunk)
+    net, ref = _conv_net(), _conv_net()
+    opt = NaturalTwist(net, lr=0.05, metric=metric, normalizer=normalizer, rho=0.8, mu=1e-4, eps=1e-3)
+    assert opt._device is not None
+    rng = np.random.default_rng(4)
+    state = {"g2": {}}
+    for _ in range(3):
+        X, y = rng.standard_normal((5, 49)), rng.integers(0, 3, 5)
+        expect = _host_twist(ref, X, y, state, metric, normalizer, 0.05, 0.8, 1e-4, 1e-3, opt.block_id, opt.n_blocks)
+        loss, d = opt.direction(X, y)
+        assert loss == pytest.approx(ref.loss(X, y), rel=1e-14)
+        np.testing.assert_allclose(d, expect, rtol=1e-11, atol=1e-15)
+        net.set_flat(net.get_flat() - d)
+        ref.set_flat(ref.get_flat() - expect)
+    np.testing.assert_allclose(opt.norm, state["norm"], rtol=1e-11)
+    for i, v in state["g2"].items():
+        np.testing.assert_allclose(opt.g2[i], v, rtol=1e-12)
+
+
+def test_device_step_is_direction_applied_in_the_parameters_dtype():
+    """step() subtracts the same d from float32 parameters that direction() returns."""
+    a, b = build_model("tiny-mlp", dtype=np.float32, seed=2), build_model("tiny-mlp", dtype=np.float32, seed=2)
+    oa = NaturalTwist(a, lr=0.02, metric="neuron", normalizer="neuron")
+    ob = NaturalTwist(b, lr=0.02, metric="neuron", normalizer="neuron")
+    for k in range(3):
+        X, y = _problem(k)
+        theta = b.get_flat()
+        oa.step(X.astype(np.float32), y)
+        _, d = ob.direction(X.astype(np.float32), y)
+        b.set_flat(theta - d.astype(np.float32))
+        np.testing.assert_array_equal(a.get_flat(), b.get_flat())
+
+
+def test_block_chunks_cover_every_block_in_order():
+    from tinynet.optim.twist_device import block_chunks
+    block_id = np.array([0, 1, 0, 2, 0, 0, 1, 0, 0])
+    perm, cuts, chunk_of = block_chunks(block_id, 3, chunk=2)
+    assert perm.tolist() == [0, 2, 4, 5, 7, 8, 1, 6, 3]          # block 0's entries, then 1's, then 2's
+    assert cuts.tolist() == [0, 2, 4, 6, 8, 9]                   # block 0 in 3 chunks of 2, then 1, then 2
+    assert chunk_of.tolist() == [0, 3, 4, 5]

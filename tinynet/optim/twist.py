@@ -34,14 +34,18 @@ eps = 0 exactly: r = rho r + (1 - rho) g^2, w -= lr g / sqrt(r). A per-block
 normalizer changes the direction of the whole update, not only its length
 (the slides' point; `direction_angle` measures it).
 
-The statistics are host float64 arrays (per step, O(parameters)); a CUDA run
-moves the gradient to the host for them.
+The identity and neuron metrics run on the network's backend
+(tinynet.optim.twist_device: float64 running averages there, the gradient
+never copied; a step copies only its loss back). The gn and fisher metrics
+assemble their dense blocks on the host every step (the gradient goes down,
+the update up).
 """
 import numpy as np
 
 from tinynet.optim.base import Optimizer, check_range
 from tinynet.optim.newton import check_choice
 from tinynet.optim.stats import forward_backward_bk, kron_indices
+from tinynet.optim.twist_device import TwistOnDevice
 
 METRICS = ("identity", "neuron", "gn", "fisher")
 BLOCK_METRICS = ("gn", "fisher")     # exact dense blocks of G, one per stage with parameters
@@ -71,9 +75,23 @@ class NaturalTwist(Optimizer):
         self.metric, self.normalizer = metric, normalizer
         self.kron = kron_indices(net) if metric == "neuron" or normalizer == "neuron" else []
         self.block_id, self.n_blocks = self._blocks()
-        self.norm = np.zeros(self.n_blocks)                  # running E[g_B^T G_B^-1 g_B]
-        self.g2 = {i: np.zeros(net.layers[i].fan_out) for i in self.kron} if metric == "neuron" else {}
-        self._grad = self.bk.zeros(net.n_params, net.dtype)
+        if metric in BLOCK_METRICS:
+            self._device = None
+            self._norm = np.zeros(self.n_blocks)             # running E[g_B^T G_B^-1 g_B]
+            self._grad = self.bk.zeros(net.n_params, net.dtype)
+        else:
+            self._device = TwistOnDevice(self)               # the same averages, on the backend
+
+    @property
+    def norm(self):
+        """The running E[g_B^T G_B^-1 g_B] per block (host float64; a copy for the
+        identity / neuron metrics, whose averages live on the backend)."""
+        return self._norm if self._device is None else self._device.host_state()[0]
+
+    @property
+    def g2(self):
+        """{Kronecker stage: running E[g_j^2]} of the neuron metric (host float64 copies)."""
+        return {} if self._device is None else self._device.host_state()[1]
 
     def _blocks(self):
         """block index of every parameter (flat layout of DESIGN.md)."""
@@ -101,20 +119,26 @@ class NaturalTwist(Optimizer):
 
     def state_dict(self):
         st = super().state_dict()
-        st["norm"] = self.norm.copy()
+        st["norm"] = np.array(self.norm, copy=True)
         st["g2"] = {str(i): v.copy() for i, v in self.g2.items()}
         st["G"] = {str(i): v.copy() for i, v in self.G.items()}
         return st
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self.norm = np.array(state["norm"], dtype=np.float64)
-        self.g2 = {int(i): np.array(v, dtype=np.float64) for i, v in state.get("g2", {}).items()}
+        if self._device is None:
+            self._norm = np.array(state["norm"], dtype=np.float64)
+        else:
+            self._device.load(state["norm"], state.get("g2", {}))
         if self.G:
             self.G = {int(i): np.array(v, dtype=np.float64) for i, v in state["G"].items()}
 
     def direction(self, X, Y):
         """(loss, the update d with w <- w - d) of this step, updating the running averages."""
+        if self._device is not None:
+            out = self.bk.empty(self.net.n_params, np.float64)
+            loss = self._device.update(X, Y, out)
+            return loss, np.array(self.bk.to_host(out), dtype=np.float64)
         net, bk = self.net, self.bk
         grad = self._grad
         loss, ctxs, _, Bs = forward_backward_bk(net, X, Y, grad)
@@ -126,19 +150,10 @@ class NaturalTwist(Optimizer):
             k = s.fan_in * s.fan_out
             g[a:a + k] = (H.T @ Bh).reshape(-1)               # vec(dW) = dW^T C-ordered
             g[a + k:b] = Bh.sum(axis=0)
-            if self.metric == "neuron":                       # E[g_j^2]: rows of n B are dl/da of one example
-                n_ex = Bh.shape[0] // int(s.share)
-                self.g2[i] = self.rho * self.g2[i] + (1 - self.rho) * np.mean((n_ex * Bh) ** 2, axis=0)
-        Ginv_g = g.copy()
-        if self.metric == "neuron":
-            for i in self.kron:
-                s, (a, b) = net.layers[i], net.offsets[i]
-                Ginv_g[a:b] = (g[a:b].reshape(s.fan_in + 1, s.fan_out) / (self.g2[i] + self.eps)).reshape(-1)
-        if self.metric in BLOCK_METRICS:
-            Ginv_g = self._block_solve(X, Y, g)
+        Ginv_g = self._block_solve(X, Y, g)
         q = np.bincount(self.block_id, weights=g * Ginv_g, minlength=self.n_blocks)
-        self.norm = self.rho * self.norm + (1 - self.rho) * q
-        d = self.lr * Ginv_g / np.sqrt(self.mu + self.norm)[self.block_id]
+        self._norm = self.rho * self._norm + (1 - self.rho) * q
+        d = self.lr * Ginv_g / np.sqrt(self.mu + self._norm)[self.block_id]
         return float(loss), d
 
     def _block_solve(self, X, Y, g):
@@ -169,6 +184,10 @@ class NaturalTwist(Optimizer):
         return out
 
     def step(self, X, Y):
+        if self._device is not None:
+            loss = self._device.update(X, Y)
+            self.k += 1
+            return loss
         loss, d = self.direction(X, Y)
         self.bk.axpy(-1.0, self.bk.asarray(d, self.net.dtype), self.net.theta)
         self.k += 1
