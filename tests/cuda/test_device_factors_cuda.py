@@ -5,7 +5,7 @@ numbers of sampled rows are the one upload; the empirical Fisher's rows none).""
 import numpy as np
 import pytest
 
-from test_train_cuda import _Transfers
+from test_train_cuda import step_transfers
 from tinynet.layers import Linear, Sigmoid, Tanh
 from tinynet.losses import BCELoss, MSELoss, SoftmaxCrossEntropyLoss
 from tinynet.network import Sequential
@@ -67,11 +67,5 @@ def test_statistics_step_moves_no_matrix(monkeypatch, loss, curvature, uploads):
     dX, dY = net.bk.asarray(X, np.float32), net.bk.asarray(net.loss_stage.prepare_targets(Y, 3, np.float32))
     opt.step(dX, dY)
     opt.step(dX, dY)
-    counts = []
-    for _ in range(2):
-        t = _Transfers(monkeypatch, type(dX))
-        opt.step(dX, dY)
-        counts.append((t.h2d, t.d2h))
-        monkeypatch.undo()
-    (h_stats, d_stats), (h_plain, d_plain) = counts
+    (h_stats, d_stats), (h_plain, d_plain) = step_transfers(monkeypatch, opt, dX, dY, 2)
     assert (h_stats - h_plain, d_stats - d_plain) == (uploads, 0)

@@ -6,7 +6,7 @@ gradient and the rows where they are)."""
 import numpy as np
 import pytest
 
-from test_train_cuda import _Transfers
+from test_train_cuda import step_transfers
 from tinynet.layers import Linear, Tanh
 from tinynet.losses import SoftmaxCrossEntropyLoss
 from tinynet.network import Sequential
@@ -46,13 +46,7 @@ def test_every_step_copies_only_the_loss(monkeypatch):
     X, y = _data(np.float32)
     dX, dy = net.bk.asarray(X), net.bk.asarray(np.eye(3, dtype=np.float32)[y])   # device targets: one-hot
     opt = QuasiDiagonal(net, lr=0.3, stats_every=3)
-    counts = []
-    for _ in range(3):
-        t = _Transfers(monkeypatch, type(dX))
-        opt.step(dX, dy)
-        counts.append((t.h2d, t.d2h))
-        monkeypatch.undo()
-    assert counts == [(0, 1)] * 3
+    assert step_transfers(monkeypatch, opt, dX, dy, 3) == [(0, 1)] * 3
 
 
 def test_statistics_kernels_equal_the_cpu_twins():

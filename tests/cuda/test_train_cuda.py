@@ -113,6 +113,17 @@ class _Transfers:
         monkeypatch.setattr(device_array_type, "copy_to_host", counted_copy_to_host)
 
 
+def step_transfers(monkeypatch, opt, X, Y, steps):
+    """[(copies up, copies back)] of each of `steps` optimizer steps on (X, Y)."""
+    counts = []
+    for _ in range(steps):
+        t = _Transfers(monkeypatch, type(X))
+        opt.step(X, Y)
+        counts.append((t.h2d, t.d2h))
+        monkeypatch.undo()
+    return counts
+
+
 def test_step_moves_only_the_loss(monkeypatch):
     """With the batch already on the device, one optimizer step (forward, loss,
     backward, update) copies nothing to the device and one thing back: the

@@ -5,23 +5,11 @@ averages and the normalizers stay on the device)."""
 import numpy as np
 import pytest
 
+from test_reparam_cuda import _data, _net
 from test_train_cuda import _Transfers
-from tinynet.layers import Linear, Tanh
-from tinynet.losses import SoftmaxCrossEntropyLoss
-from tinynet.network import Sequential
 from tinynet.optim import NaturalTwist
 
 pytestmark = pytest.mark.cudasim
-
-
-def _net(device, dtype):
-    return Sequential([Linear(6, 5), Tanh(), Linear(5, 3)], SoftmaxCrossEntropyLoss(), dtype=dtype, seed=3,
-                      device=device)
-
-
-def _data(dtype):
-    r = np.random.default_rng(2)
-    return r.standard_normal((8, 6)).astype(dtype), r.integers(0, 3, 8)
 
 
 @pytest.mark.parametrize("metric, normalizer", [("identity", "global"), ("neuron", "neuron"), ("neuron", "layer")])

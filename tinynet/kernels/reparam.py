@@ -32,32 +32,45 @@ import numpy as np
 from numba import cuda, njit
 
 
+def _observe_one(i, H, run, rate, first):
+    """Column i of qd_observe (one plain body, compiled for both twins)."""
+    rows, n = H.shape
+    s = 0.0
+    q = 0.0
+    for r in range(rows):
+        h = np.float64(H[r, i])
+        s += h
+        q += h * h
+    m = s / rows
+    v = max(q / rows - m * m, 0.0)
+    if first:
+        run[i] = m
+        run[n + i] = v
+    else:
+        run[i] = (1.0 - rate) * run[i] + rate * m
+        run[n + i] = (1.0 - rate) * run[n + i] + rate * v
+
+
+def _vectors_one(i, run, center, scale, eps, mu, a2):
+    n = mu.shape[0]
+    mu[i] = run[i] if center else 0.0
+    a2[i] = 1.0 / (run[n + i] + eps) if scale else 1.0
+
+
+_observe_c, _vectors_c = njit(cache=True)(_observe_one), njit(cache=True)(_vectors_one)
+_observe_d, _vectors_d = cuda.jit(device=True)(_observe_one), cuda.jit(device=True)(_vectors_one)
+
+
 @njit(cache=True)
 def qd_observe_cpu(H, run, rate, first):
-    rows, n = H.shape
-    for i in range(n):
-        s = 0.0
-        q = 0.0
-        for r in range(rows):
-            h = np.float64(H[r, i])
-            s += h
-            q += h * h
-        m = s / rows
-        v = max(q / rows - m * m, 0.0)
-        if first:
-            run[i] = m
-            run[n + i] = v
-        else:
-            run[i] = (1.0 - rate) * run[i] + rate * m
-            run[n + i] = (1.0 - rate) * run[n + i] + rate * v
+    for i in range(H.shape[1]):
+        _observe_c(i, H, run, rate, first)
 
 
 @njit(cache=True)
 def qd_vectors_cpu(run, center, scale, eps, mu, a2):
-    n = mu.shape[0]
-    for i in range(n):
-        mu[i] = run[i] if center else 0.0
-        a2[i] = 1.0 / (run[n + i] + eps) if scale else 1.0
+    for i in range(mu.shape[0]):
+        _vectors_c(i, run, center, scale, eps, mu, a2)
 
 
 @njit(cache=True)
@@ -98,27 +111,11 @@ def qd_update_cuda(g, mu, a2, b2, lr, theta, acc):
 @cuda.jit
 def qd_observe_cuda(H, run, rate, first):
     """One thread per input column (coalesced across the row's entries)."""
-    rows, n = H.shape
-    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        s = 0.0
-        q = 0.0
-        for r in range(rows):
-            h = np.float64(H[r, i])
-            s += h
-            q += h * h
-        m = s / rows
-        v = max(q / rows - m * m, 0.0)
-        if first:
-            run[i] = m
-            run[n + i] = v
-        else:
-            run[i] = (1.0 - rate) * run[i] + rate * m
-            run[n + i] = (1.0 - rate) * run[n + i] + rate * v
+    for i in range(cuda.grid(1), H.shape[1], cuda.gridsize(1)):
+        _observe_d(i, H, run, rate, first)
 
 
 @cuda.jit
 def qd_vectors_cuda(run, center, scale, eps, mu, a2):
-    n = mu.shape[0]
-    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        mu[i] = run[i] if center else 0.0
-        a2[i] = 1.0 / (run[n + i] + eps) if scale else 1.0
+    for i in range(cuda.grid(1), mu.shape[0], cuda.gridsize(1)):
+        _vectors_d(i, run, center, scale, eps, mu, a2)

@@ -27,6 +27,10 @@ A block of at most CHUNK entries (every block of the "neuron" and "weight"
 normalizers, of small layers) is summed in index order, as the host's
 bincount; a larger one as in-order chunk sums, so that one GPU thread never
 walks a whole layer.
+
+Each kernel's body, for one written entry, is one plain function compiled
+twice (njit for the CPU twin's loop, cuda.jit(device=True) for the CUDA
+twin's grid-stride loop), as in tinynet.kernels.ed.
 """
 import math
 
@@ -36,101 +40,110 @@ from numba import cuda, njit
 CHUNK = 1024
 
 
-@njit(cache=True, error_model="numpy")
-def twist_g2_cpu(B, n_ex, rho, g2):
-    r, m = B.shape
+def _g2_one(j, B, n_ex, rho, g2):
+    r = B.shape[0]
     c = np.float64(n_ex)
-    for j in range(m):
-        s = 0.0
-        for i in range(r):
-            v = c * np.float64(B[i, j])
-            s += v * v
-        g2[j] = rho * g2[j] + (1.0 - rho) * (s / r)
+    s = 0.0
+    for i in range(r):
+        v = c * np.float64(B[i, j])
+        s += v * v
+    g2[j] = rho * g2[j] + (1.0 - rho) * (s / r)
 
 
-@njit(cache=True, error_model="numpy")
+def _den_one(k, g2, eps, den):
+    den[k] = g2[k % g2.shape[0]] + eps
+
+
+def _partial_one(c, g, den, perm, cuts, partial):
+    q = 0.0
+    for t in range(cuts[c], cuts[c + 1]):
+        k = perm[t]
+        gk = np.float64(g[k])
+        q += gk * (gk / den[k])
+    partial[c] = q
+
+
+def _norm_one(b, partial, chunk_of, rho, norm):
+    q = 0.0
+    for c in range(chunk_of[b], chunk_of[b + 1]):
+        q += partial[c]
+    norm[b] = rho * norm[b] + (1.0 - rho) * q
+
+
+def _apply_one(k, g, den, block_id, norm, lr, mu, out, sub):
+    d = lr * (np.float64(g[k]) / den[k]) / math.sqrt(mu + norm[block_id[k]])
+    if sub:
+        out[k] -= out.dtype.type(d)
+    else:
+        out[k] = d
+
+
+_jit = njit(cache=True, error_model="numpy")      # IEEE division: a dead weight's 0 / 0 is NaN, as numpy
+_g2_c, _den_c, _partial_c, _norm_c, _apply_c = (_jit(f) for f in (_g2_one, _den_one, _partial_one, _norm_one,
+                                                                   _apply_one))
+
+
+@njit(cache=True)
+def twist_g2_cpu(B, n_ex, rho, g2):
+    for j in range(B.shape[1]):
+        _g2_c(j, B, n_ex, rho, g2)
+
+
+@njit(cache=True)
 def twist_den_cpu(g2, eps, den):
-    m = g2.shape[0]
     for k in range(den.shape[0]):
-        den[k] = g2[k % m] + eps
+        _den_c(k, g2, eps, den)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True)
 def twist_partial_cpu(g, den, perm, cuts, partial):
     for c in range(partial.shape[0]):
-        q = 0.0
-        for t in range(cuts[c], cuts[c + 1]):
-            k = perm[t]
-            gk = np.float64(g[k])
-            q += gk * (gk / den[k])
-        partial[c] = q
+        _partial_c(c, g, den, perm, cuts, partial)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True)
 def twist_norm_cpu(partial, chunk_of, rho, norm):
     for b in range(norm.shape[0]):
-        q = 0.0
-        for c in range(chunk_of[b], chunk_of[b + 1]):
-            q += partial[c]
-        norm[b] = rho * norm[b] + (1.0 - rho) * q
+        _norm_c(b, partial, chunk_of, rho, norm)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True)
 def twist_apply_cpu(g, den, block_id, norm, lr, mu, out, sub):
     for k in range(g.shape[0]):
-        d = lr * (np.float64(g[k]) / den[k]) / math.sqrt(mu + norm[block_id[k]])
-        if sub:
-            out[k] -= out.dtype.type(d)
-        else:
-            out[k] = d
+        _apply_c(k, g, den, block_id, norm, lr, mu, out, sub)
 
 
 # ---------------------------------------------------------------- CUDA twins (grid-stride loops)
+_g2_d, _den_d, _partial_d, _norm_d, _apply_d = (cuda.jit(device=True)(f) for f in
+                                                 (_g2_one, _den_one, _partial_one, _norm_one, _apply_one))
+
+
 @cuda.jit
 def twist_g2_cuda(B, n_ex, rho, g2):
     """One thread per column (coalesced across the row's entries)."""
-    r, m = B.shape
-    c = np.float64(n_ex)
-    for j in range(cuda.grid(1), m, cuda.gridsize(1)):
-        s = 0.0
-        for i in range(r):
-            v = c * np.float64(B[i, j])
-            s += v * v
-        g2[j] = rho * g2[j] + (1.0 - rho) * (s / r)
+    for j in range(cuda.grid(1), B.shape[1], cuda.gridsize(1)):
+        _g2_d(j, B, n_ex, rho, g2)
 
 
 @cuda.jit
 def twist_den_cuda(g2, eps, den):
-    m = g2.shape[0]
     for k in range(cuda.grid(1), den.shape[0], cuda.gridsize(1)):
-        den[k] = g2[k % m] + eps
+        _den_d(k, g2, eps, den)
 
 
 @cuda.jit
 def twist_partial_cuda(g, den, perm, cuts, partial):
     for c in range(cuda.grid(1), partial.shape[0], cuda.gridsize(1)):
-        q = 0.0
-        for t in range(cuts[c], cuts[c + 1]):
-            k = perm[t]
-            gk = np.float64(g[k])
-            q += gk * (gk / den[k])
-        partial[c] = q
+        _partial_d(c, g, den, perm, cuts, partial)
 
 
 @cuda.jit
 def twist_norm_cuda(partial, chunk_of, rho, norm):
     for b in range(cuda.grid(1), norm.shape[0], cuda.gridsize(1)):
-        q = 0.0
-        for c in range(chunk_of[b], chunk_of[b + 1]):
-            q += partial[c]
-        norm[b] = rho * norm[b] + (1.0 - rho) * q
+        _norm_d(b, partial, chunk_of, rho, norm)
 
 
 @cuda.jit
 def twist_apply_cuda(g, den, block_id, norm, lr, mu, out, sub):
     for k in range(cuda.grid(1), g.shape[0], cuda.gridsize(1)):
-        d = lr * (np.float64(g[k]) / den[k]) / math.sqrt(mu + norm[block_id[k]])
-        if sub:
-            out[k] -= out.dtype.type(d)
-        else:
-            out[k] = d
+        _apply_d(k, g, den, block_id, norm, lr, mu, out, sub)
