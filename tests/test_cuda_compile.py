@@ -208,10 +208,10 @@ CASES += [
     ("twist_g2", twk.twist_g2_cuda, (M, numba.int64, float64, float64[:]), False),
     ("twist_den", twk.twist_den_cuda, (float64[:], float64, float64[:]), False),
     ("twist_partial", twk.twist_partial_cuda, (V, float64[:], I64, I64, float64[:]), False),
-    ("twist_norm", twk.twist_norm_cuda, (float64[:], I64, float64, float64[:]), False),
-    ("twist_apply", twk.twist_apply_cuda, (V, float64[:], I64, float64[:], float64, float64, V, boolean), False),
-    ("twist_apply_direction", twk.twist_apply_cuda,
-     (V, float64[:], I64, float64[:], float64, float64, float64[:], boolean), False),
+    ("twist_norm", twk.twist_norm_cuda, (float64[:], I64, float64, float64, float64[:], float64[:]), False),
+    ("twist_apply", twk.twist_apply_cuda, (V, float64[:], I64, float64[:], float64, V, boolean), False),
+    ("twist_apply_direction", twk.twist_apply_cuda, (V, float64[:], I64, float64[:], float64, float64[:], boolean),
+     False),
 ]
 KERNEL_MODULES += [twk]
 

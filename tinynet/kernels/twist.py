@@ -16,10 +16,11 @@ perm[cuts[c]:cuts[c + 1]], and block b's chunks are chunk_of[b] .. chunk_of[b + 
                                  ((fan_in + 1) x m, the [W^T; b^T] layout)
   twist_partial(g, den, perm, cuts, partial)
                                  partial_c = sum over chunk c of g_k (g_k / den_k), in order
-  twist_norm(partial, chunk_of, rho, norm)
-                                 norm_b <- rho norm_b + (1 - rho) sum over b's chunks, in order
-  twist_apply(g, den, block_id, norm, lr, mu, out, sub)
-                                 d_k = lr (g_k / den_k) / sqrt(mu + norm_{block_k});
+  twist_norm(partial, chunk_of, rho, mu, norm, root)
+                                 norm_b <- rho norm_b + (1 - rho) sum over b's chunks, in order;
+                                 root_b = sqrt(mu + norm_b)
+  twist_apply(g, den, block_id, root, lr, out, sub)
+                                 d_k = lr (g_k / den_k) / root_{block_k};
                                  out_k -= d_k rounded to out's dtype (sub: the parameters),
                                  else out_k = d_k (the direction, float64)
 
@@ -63,15 +64,16 @@ def _partial_one(c, g, den, perm, cuts, partial):
     partial[c] = q
 
 
-def _norm_one(b, partial, chunk_of, rho, norm):
+def _norm_one(b, partial, chunk_of, rho, mu, norm, root):
     q = 0.0
     for c in range(chunk_of[b], chunk_of[b + 1]):
         q += partial[c]
     norm[b] = rho * norm[b] + (1.0 - rho) * q
+    root[b] = math.sqrt(mu + norm[b])                # once per block, not per entry
 
 
-def _apply_one(k, g, den, block_id, norm, lr, mu, out, sub):
-    d = lr * (np.float64(g[k]) / den[k]) / math.sqrt(mu + norm[block_id[k]])
+def _apply_one(k, g, den, block_id, root, lr, out, sub):
+    d = lr * (np.float64(g[k]) / den[k]) / root[block_id[k]]
     if sub:
         out[k] -= out.dtype.type(d)
     else:
@@ -102,15 +104,15 @@ def twist_partial_cpu(g, den, perm, cuts, partial):
 
 
 @njit(cache=True)
-def twist_norm_cpu(partial, chunk_of, rho, norm):
+def twist_norm_cpu(partial, chunk_of, rho, mu, norm, root):
     for b in range(norm.shape[0]):
-        _norm_c(b, partial, chunk_of, rho, norm)
+        _norm_c(b, partial, chunk_of, rho, mu, norm, root)
 
 
 @njit(cache=True)
-def twist_apply_cpu(g, den, block_id, norm, lr, mu, out, sub):
+def twist_apply_cpu(g, den, block_id, root, lr, out, sub):
     for k in range(g.shape[0]):
-        _apply_c(k, g, den, block_id, norm, lr, mu, out, sub)
+        _apply_c(k, g, den, block_id, root, lr, out, sub)
 
 
 # ---------------------------------------------------------------- CUDA twins (grid-stride loops)
@@ -138,12 +140,12 @@ def twist_partial_cuda(g, den, perm, cuts, partial):
 
 
 @cuda.jit
-def twist_norm_cuda(partial, chunk_of, rho, norm):
+def twist_norm_cuda(partial, chunk_of, rho, mu, norm, root):
     for b in range(cuda.grid(1), norm.shape[0], cuda.gridsize(1)):
-        _norm_d(b, partial, chunk_of, rho, norm)
+        _norm_d(b, partial, chunk_of, rho, mu, norm, root)
 
 
 @cuda.jit
-def twist_apply_cuda(g, den, block_id, norm, lr, mu, out, sub):
+def twist_apply_cuda(g, den, block_id, root, lr, out, sub):
     for k in range(cuda.grid(1), g.shape[0], cuda.gridsize(1)):
-        _apply_d(k, g, den, block_id, norm, lr, mu, out, sub)
+        _apply_d(k, g, den, block_id, root, lr, out, sub)

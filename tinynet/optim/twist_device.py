@@ -44,6 +44,7 @@ class TwistOnDevice:
         self.cuts, self.chunk_of = bk.asarray(cuts), bk.asarray(chunk_of)
         self.partial = bk.empty(len(cuts) - 1, np.float64)
         self.norm = bk.zeros(opt.n_blocks, np.float64)
+        self.root = bk.empty(opt.n_blocks, np.float64)   # sqrt(mu + norm), per block
         self.g2 = {i: bk.zeros(net.layers[i].fan_out, np.float64) for i in opt.kron} if opt.metric == "neuron" else {}
         self.den = bk.empty(P, np.float64)
         bk.fill(self.den, 1.0)
@@ -73,11 +74,11 @@ class TwistOnDevice:
         P = net.n_params
         bk.launch(K, "twist_partial", self.partial.shape[0], self.grad, self.den, self.perm, self.cuts,
                   self.partial, nbytes=self.grad.nbytes + 24 * P)
-        bk.launch(K, "twist_norm", opt.n_blocks, self.partial, self.chunk_of, float(opt.rho), self.norm,
-                  nbytes=16 * opt.n_blocks + self.partial.nbytes)
+        bk.launch(K, "twist_norm", opt.n_blocks, self.partial, self.chunk_of, float(opt.rho), float(opt.mu),
+                  self.norm, self.root, nbytes=24 * opt.n_blocks + self.partial.nbytes)
         target = net.theta if out is None else out
-        bk.launch(K, "twist_apply", P, self.grad, self.den, self.block_id, self.norm, float(opt.lr),
-                  float(opt.mu), target, out is None, nbytes=2 * self.grad.nbytes + 16 * P)
+        bk.launch(K, "twist_apply", P, self.grad, self.den, self.block_id, self.root, float(opt.lr),
+                  target, out is None, nbytes=2 * self.grad.nbytes + 16 * P)
         return loss
 
     # host copies, for state_dict and inspection
