@@ -151,6 +151,7 @@ CASES += [
     ("softmax_sample", smp.softmax_sample_cuda, (M, float64[:], M), False),
     ("bce_sqrt_d_rows", smp.bce_sqrt_d_rows_cuda, (M, M, D, M, float32, float32), False),
     ("bce_sample", smp.bce_sample_cuda, (M, D, M, float32, float32), False),
+    ("unit_column", smp.unit_column_cuda, (M, numba.int64, float64), False),
     ("gauss_sample", smp.gauss_sample_cuda, (M, D, float64, M), False),
 ]
 KERNEL_MODULES += [smp]

@@ -53,6 +53,26 @@ ROW_CASES = [("sigmoid-bce", "gn"), ("sigmoid-bce", "fisher"), ("tanh-mse", "fis
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kind", ["tanh-mse", "sigmoid-softmax", "sigmoid-bce"])
+def test_device_exact_columns_have_the_bits_of_the_host_columns(kind, dtype):
+    """exact=True: the k columns of S_n (sqrt_D_columns) formed on the backend
+    from unit rows, against the host's, bit for bit; no generator draw."""
+    from tinynet.optim.device_factors import device_curvature_rows
+    from tinynet.optim.stats import curvature_rows
+    net = _net(kind, dtype)
+    X, Y = _batch(net, 7, 5)
+    _, ctxs, lctx, _ = forward_backward_bk(net, X.astype(dtype), Y)
+    rh, rd = np.random.default_rng(2), np.random.default_rng(2)
+    host = curvature_rows(net, ctxs, lctx, "gn", rh, exact=True)
+    dev = device_curvature_rows(net, lctx, "gn", rd, exact=True)
+    assert rh.bit_generator.state == rd.bit_generator.state == np.random.default_rng(2).bit_generator.state
+    assert len(dev) == len(host) == net.n_out
+    for h, d in zip(host, dev):
+        assert d.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(np.asarray(net.bk.to_host(d)), np.asarray(h, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("kind, curvature", ROW_CASES, ids=[f"{k}-{c}" for k, c in ROW_CASES])
 def test_device_rows_have_the_bits_of_the_host_rows(kind, curvature, dtype):
     """device_curvature_rows (the rows formed by tinynet.kernels.sampling from

@@ -69,3 +69,26 @@ def test_statistics_step_moves_no_matrix(monkeypatch, loss, curvature, uploads):
     opt.step(dX, dY)
     (h_stats, d_stats), (h_plain, d_plain) = step_transfers(monkeypatch, opt, dX, dY, 2)
     assert (h_stats - h_plain, d_stats - d_plain) == (uploads, 0)
+
+
+@pytest.mark.parametrize("loss", [MSELoss, SoftmaxCrossEntropyLoss, BCELoss], ids=["mse", "softmax", "bce"])
+def test_exact_columns_on_the_device(monkeypatch, loss):
+    """exact=True: the k exact GN columns formed on the device (unit_column and
+    the square-root kernels): the CPU's steps, and a statistics step that
+    uploads nothing more than a plain one."""
+    out = {}
+    for device in ("cpu", "cuda"):
+        net = _net(loss, np.float64, device)
+        opt = KFAC(net, 0.5, eps=1e-2, T=2, stats_every=1, exact=True)
+        losses = [opt.step(*_data(loss, seed=s)) for s in range(2)]
+        out[device] = (np.array(losses), net.get_flat())
+    np.testing.assert_allclose(out["cuda"][0], out["cpu"][0], rtol=1e-10)
+    np.testing.assert_allclose(out["cuda"][1], out["cpu"][1], rtol=1e-10, atol=1e-12)
+    net = _net(loss, np.float32, "cuda")
+    opt = KFAC(net, 0.1, eps=0.1, T=100, stats_every=2, exact=True)
+    X, Y = _data(loss)
+    dX, dY = net.bk.asarray(X, np.float32), net.bk.asarray(net.loss_stage.prepare_targets(Y, 3, np.float32))
+    opt.step(dX, dY)
+    opt.step(dX, dY)
+    (h_stats, d_stats), (h_plain, d_plain) = step_transfers(monkeypatch, opt, dX, dY, 2)
+    assert (h_stats - h_plain, d_stats - d_plain) == (0, 0)

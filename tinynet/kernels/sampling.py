@@ -28,6 +28,8 @@ float64; [lo, hi] BCE's clip in F's dtype, tinynet.losses.bce):
         targets ~ Bernoulli(f) (BCELoss.sample_targets)
   gauss_sample(F, E, c, out)              out = F + c e: targets ~ N(F, c^2)
         (MSELoss.sample_targets, c = sqrt(1/2))
+  unit_column(out, c, v)                  out = v e_c on every row: KFAC's exact GN
+        columns (exact=True) are the square-root rows at these unit "draws"
 """
 import math
 
@@ -94,6 +96,22 @@ def gauss_sample_cpu(F, E, c, out):
     for i in range(n):
         for j in range(k):
             out[i, j] = np.float64(F[i, j]) + c * E[i, j]
+
+
+@njit(cache=True)
+def unit_column_cpu(out, c, v):
+    n, k = out.shape
+    for i in range(n):
+        for j in range(k):
+            out[i, j] = v if j == c else 0.0
+
+
+@cuda.jit
+def unit_column_cuda(out, c, v):
+    n, k = out.shape
+    for t in range(cuda.grid(1), n * k, cuda.gridsize(1)):
+        i, j = t // k, t % k
+        out[i, j] = v if j == c else 0.0
 
 
 @cuda.jit

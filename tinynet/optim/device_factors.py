@@ -28,8 +28,10 @@ uniforms, both formed on the device from the probabilities
 (tinynet.kernels.sampling); for the binary cross-entropy "gn" is sqrt(d) eps
 (its D is diagonal) and "fisher" the gradient at Bernoulli(f) targets, and
 for the squared error "fisher" is the gradient at N(f, 1/2) targets, all
-formed on the device from the outputs. Only exact=True (the k unit columns)
-forms its rows on the host and uploads them.
+formed on the device from the outputs. exact=True's k columns (GN only) are
+the same square-root rows at unit draws e_c (kernels.sampling.unit_column),
+formed there too with no upload; only a loss without a closed-form square
+root (the eigendecomposition path of stats.sqrt_D_rows) forms them on the host.
 """
 import numpy as np
 
@@ -49,6 +51,8 @@ def device_curvature_rows(net, lctx, curvature, rng, exact=False):
     n, k = F.shape
     if curvature == "empirical":                 # dl_i/df = n x the loss's scaled gradient
         return [_unscaled_gradient(bk, lctx)]
+    if curvature == "gn" and exact and isinstance(loss, (MSELoss, SoftmaxCrossEntropyLoss, BCELoss)):
+        return _exact_columns(net, lctx)
     if curvature == "gn" and isinstance(loss, MSELoss) and not exact:
         return [bk.asarray(np.sqrt(2.0) * rng.standard_normal((n, k)), net.dtype)]
     if isinstance(loss, SoftmaxCrossEntropyLoss) and curvature in ("gn", "fisher") and not exact:
@@ -77,6 +81,31 @@ def device_curvature_rows(net, lctx, curvature, rng, exact=False):
         bk.launch(KS, "gauss_sample", n * k, F, E, float(np.sqrt(0.5)), out, nbytes=3 * out.nbytes)
         return [loss.output_gradient(F, out)]
     return [bk.asarray(np.asarray(R), net.dtype) for R in curvature_rows(net, None, lctx, curvature, rng, exact)]
+
+
+def _exact_columns(net, lctx):
+    """[column c of every example's square-root factor S_n for c < k]
+    (stats.sqrt_D_columns): the sampled rows' kernels applied to the unit rows e_c."""
+    bk, loss = net.bk, net.loss_stage
+    F = lctx[0]
+    n, k = F.shape
+    P = bk.softmax(F) if isinstance(loss, SoftmaxCrossEntropyLoss) else None
+    E = bk.empty((n, k), np.float64)
+    cols = []
+    for c in range(k):
+        out = bk.empty((n, k), net.dtype)
+        if isinstance(loss, MSELoss):            # sqrt(2) e_c, rounded to the dtype as the host upload
+            bk.launch(KS, "unit_column", n * k, out, c, float(np.sqrt(2.0)), nbytes=out.nbytes)
+            cols.append(out)
+            continue
+        bk.launch(KS, "unit_column", n * k, E, c, 1.0, nbytes=E.nbytes)
+        if P is not None:
+            bk.launch(KS, "softmax_sqrt_d_rows", n, P, lctx[1], E, out, nbytes=4 * out.nbytes)
+        else:
+            lo, hi = loss.clip_bounds(F.dtype)
+            bk.launch(KS, "bce_sqrt_d_rows", n * k, F, lctx[1], E, out, lo, hi, nbytes=4 * out.nbytes)
+        cols.append(out)
+    return cols
 
 
 def _unscaled_gradient(bk, lctx):
