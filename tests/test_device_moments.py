@@ -135,3 +135,23 @@ def test_moments_option_is_checked(cls):
         cls(net, moments="gpu")
     assert cls(net).moments == "host"                          # auto on the CPU backend
     assert cls(net, moments="device").moments == "device"
+
+
+def test_keep_rows_gives_the_stages_gradient_and_its_rows():
+    """backward_rows_bk(grad_of=..., keep_rows=True) (twist's neuron metric):
+    the rows of the plain call and the gradient of the grad_of call, bit for bit."""
+    from tinynet.optim.stats import backward_rows_bk
+    net = _conv()
+    X, Y = _batch(net)
+    _, ctxs, lctx, _ = _ctxs(net, X, Y)
+    b = net.loss_stage.vjp(lctx)
+    kron = kron_indices(net)
+    g_ref, g_both = np.zeros(net.n_params), np.zeros(net.n_params)
+    backward_rows_bk(net, ctxs, b, g_ref, grad_of=kron)
+    rows = backward_rows_bk(net, ctxs, b, np.zeros(net.n_params))
+    both = backward_rows_bk(net, ctxs, b, g_both, grad_of=kron, keep_rows=True)
+    np.testing.assert_array_equal(g_both, g_ref)
+    assert sorted(both) == sorted(rows) == kron
+    for i in kron:
+        np.testing.assert_array_equal(both[i], rows[i])
+    assert np.abs(g_ref).max() > 0

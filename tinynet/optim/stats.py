@@ -309,13 +309,13 @@ def centered_input(bk, H):
     return mu, bk.add_bias(bk.copy(H), neg)
 
 
-def backward_rows_bk(net, ctxs, b, grad=None, grad_of=()):
+def backward_rows_bk(net, ctxs, b, grad=None, grad_of=(), keep_rows=False):
     """backward_rows keeping B as backend arrays (the optimizers' hot path).
 
     grad_of: Kronecker stages whose plain gradient, not their rows, the caller
     wants (KFAC's gradient route): they write it into their slice of `grad`
     (the stage's own fast kernel: for a Conv2d no patch rows are formed) and
-    get no entry in the result."""
+    get no entry in the result, unless keep_rows: then they get both."""
     out = {}
     lin = set(kron_indices(net))
     first = min(lin)
@@ -327,6 +327,8 @@ def backward_rows_bk(net, ctxs, b, grad=None, grad_of=()):
             if i in grad_of:
                 if g is None:
                     raise ValueError(f"backward_rows_bk: stage {i} asks for its gradient but no grad vector was given")
+                if keep_rows:
+                    out[i] = s.kron_signal(ctxs[i], b)
             else:
                 out[i] = s.kron_signal(ctxs[i], b)
                 g = None
@@ -338,11 +340,11 @@ def backward_rows_bk(net, ctxs, b, grad=None, grad_of=()):
     return out
 
 
-def forward_backward_bk(net, X, Y, grad=None, grad_of=()):
+def forward_backward_bk(net, X, Y, grad=None, grad_of=(), keep_rows=False):
     """forward_backward with B as backend arrays (the optimizers' hot path)."""
     F, ctxs = net.forward_ctx(X)
     value, lctx = net.loss_stage.forward(F, net.as_target(Y))
-    B = backward_rows_bk(net, ctxs, net.loss_stage.vjp(lctx), grad, grad_of)
+    B = backward_rows_bk(net, ctxs, net.loss_stage.vjp(lctx), grad, grad_of, keep_rows)
     return float(value), ctxs, lctx, B
 
 

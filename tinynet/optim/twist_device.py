@@ -15,7 +15,7 @@ The formulas are those of tinynet.optim.twist's module docstring:
 import numpy as np
 
 from tinynet.kernels import twist as K
-from tinynet.optim.stats import forward_backward_bk, kron_indices, layer_slot
+from tinynet.optim.stats import forward_backward_bk, kron_indices
 
 
 def block_chunks(block_id, n_blocks, chunk=None):
@@ -51,16 +51,13 @@ class TwistOnDevice:
         self.grad = bk.zeros(P, net.dtype)
 
     def _gradient(self, X, Y):
-        """loss; the gradient in self.grad, g2 updated (neuron metric) from the signal rows."""
+        """loss; the gradient in self.grad (every stage's own kernel), g2 updated
+        (neuron metric) from the Kronecker stages' signal rows."""
         opt, net, bk = self.opt, self.opt.net, self.opt.bk
-        if opt.metric != "neuron":                 # every stage's own gradient kernel
-            return forward_backward_bk(net, X, Y, self.grad, grad_of=kron_indices(net))[0]
-        loss, ctxs, _, Bs = forward_backward_bk(net, X, Y, self.grad)
+        neuron = opt.metric == "neuron"
+        loss, _, _, Bs = forward_backward_bk(net, X, Y, self.grad, grad_of=kron_indices(net), keep_rows=neuron)
         for i, B in Bs.items():
             s = net.layers[i]
-            slot = layer_slot(net, self.grad, i)      # [g_W^T; g_b^T] = [H^T B; 1^T B]
-            bk.matmul(s.kron_rows(ctxs[i]), B, out=slot[:-1], ta=True)
-            bk.col_sum(B, out=slot[-1])
             n_ex = B.shape[0] // int(s.share)      # rows of n B are dl/da of one example (position)
             bk.launch(K, "twist_g2", s.fan_out, B, n_ex, float(opt.rho), self.g2[i], nbytes=B.nbytes)
             a, c = net.offsets[i]
@@ -94,8 +91,8 @@ class TwistOnDevice:
             raise ValueError(f"NaturalTwist: the checkpoint's normalizers have shape {norm.shape}, this "
                              f"optimizer has {self.opt.n_blocks} blocks (another --normalizer or network?)")
         bk.copy_into(self.norm, bk.asarray(norm))
-        for i, v in g2.items():
-            bk.copy_into(self.g2[int(i)], bk.asarray(np.asarray(v, dtype=np.float64)))
-            if self.opt.metric == "neuron":
-                a, c = self.opt.net.offsets[int(i)]
-                bk.launch(K, "twist_den", c - a, self.g2[int(i)], float(self.opt.eps), self.den[a:c])
+        for i, v in g2.items():                    # the neuron metric's; den follows from them
+            i = int(i)
+            bk.copy_into(self.g2[i], bk.asarray(np.asarray(v, dtype=np.float64)))
+            a, c = self.opt.net.offsets[i]
+            bk.launch(K, "twist_den", c - a, self.g2[i], float(self.opt.eps), self.den[a:c])
