@@ -24,6 +24,9 @@ stopped at its time limit keeps what it had):
             same run; UBP and KFAC also as multiples of that PyTorch SGD step;
             the first steps' losses and parameters compared with tinynet's CPU
             backend (same seed)
+  pool      the caching allocator (tinynet.cuda_pool) on and off in one process,
+            alternating rounds: the SGD, UBP and KFAC steps at batch 200, the
+            driver allocations per step, and theta bit for bit after 3 steps
   profile   `tinynet profile`'s rows (tinynet.profiler) for the three steps at
             batch 200: where the device time goes, kernel by kernel
   tests     every CUDA test on the hardware (TINYNET_CUDA_HARDWARE=1 pytest
@@ -170,6 +173,8 @@ def sec_env(run):
         d["torch_cuda"] = torch.cuda.is_available()
     except ImportError:
         d["torch"] = None
+    from tinynet import cuda_pool
+    d["memory_pool"] = cuda_pool.install()      # before the first context (see main)
     if not numba.config.ENABLE_CUDASIM:
         dev = cuda.get_current_device()
         name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
@@ -373,6 +378,70 @@ def sec_steps(run, sim):
             "sgd_within_2x": all(r["x_pytorch_sgd"] <= 2 for r in sgd) if sgd else None}
 
 
+def sec_pool(run, sim):
+    """Steps with tinynet.cuda_pool's caching on and off (CachingMemoryManager.caching:
+    off allocates and frees as Numba's own manager does), alternating rounds in one
+    process so that clocks and load hit both alike."""
+    import numpy as np
+    from tinynet import cuda_pool
+    from tinynet.backend import get_backend
+    bk = get_backend("cuda")
+    pool = bk.memory_pool
+    sizes = TINY_SIZES if run.tiny else AE_SIZES
+    batch = 4 if run.tiny else 200
+    warm, rounds, per = (1, 2, 1) if run.tiny else (2, 6, 5)
+    cls = cuda_pool.CachingMemoryManager
+    names = OPTIMIZERS[:1] if run.tiny else OPTIMIZERS       # the dry run checks the code path only
+
+    def set_caching(on):
+        if pool is not None:
+            cls.caching = on
+            if not on:
+                pool.empty_cache()
+
+    rows, bits = [], []
+    try:
+        for name in names:
+            if run.left() < 60:
+                rows.append(dict(optimizer=name, skipped="budget"))
+                continue
+            _, _, step = _tinynet_step(name, sizes, batch, "cuda")
+            for _ in range(warm):
+                step()
+            times = {True: [], False: []}
+            allocs = {True: 0, False: 0}
+            for r in range(rounds):
+                for on in ((True, False) if r % 2 == 0 else (False, True)):
+                    set_caching(on)
+                    step()                      # the first step after a switch fills (or empties) the cache
+                    m0 = pool.misses if pool is not None else 0
+                    times[on] += median_steps(step, bk.synchronize, per)
+                    allocs[on] += (pool.misses - m0) if pool is not None else 0
+            on_ms, off_ms = (float(np.median(times[k])) * 1e3 for k in (True, False))
+            row = dict(optimizer=name, batch=batch, pool_ms=on_ms, numba_alloc_ms=off_ms, off_over_on=off_ms / on_ms,
+                       driver_allocs_per_step_pool=allocs[True] / (rounds * per),
+                       driver_allocs_per_step_numba=allocs[False] / (rounds * per))
+            rows.append(row)
+            print(row, flush=True)
+        for name in names:                      # the arithmetic cannot see where memory came from
+            if run.left() < 45:
+                bits.append(dict(optimizer=name, skipped="budget"))
+                continue
+            thetas = {}
+            for on in (True, False):
+                set_caching(on)
+                net, _, step = _tinynet_step(name, sizes, batch, "cuda")
+                for _ in range(3):
+                    step()
+                thetas[on] = np.asarray(net.bk.to_host(net.theta))
+            bits.append(dict(optimizer=name, identical=bool(np.array_equal(thetas[True], thetas[False]))))
+            print(bits[-1], flush=True)
+    finally:
+        set_caching(True)
+    return {"installed": pool is not None, "stats": pool.stats() if pool is not None else None,
+            "rows": rows, "bits": bits}
+
+
 def sec_profile(run, sim):
     from tinynet.profiler import profile_steps
     sizes = TINY_SIZES if run.tiny else AE_SIZES
@@ -498,6 +567,23 @@ def markdown(res):
                   + "; ".join(f"{c['optimizer']}: loss rel. diff {_f(c.get('loss_rel_diff'), '.1e')}, "
                               f"theta rel. diff {_f(c.get('theta_rel_diff'), '.1e')}"
                               for c in st["cpu_agreement"] if "skipped" not in c), ""]
+    po = S.get("pool", {})
+    if po.get("rows"):
+        L += ["## Caching allocator (tinynet.cuda_pool) on and off, batch 200, median step", "",
+              f"Installed: {po.get('installed')}. Off = Numba's own allocator (cuMemAlloc per array, "
+              "cuMemFree 10 at a time).", "",
+              "| optimizer | pool ms | Numba's allocator ms | off / on | driver allocations per step, pool | "
+              "same, Numba's |", "|---|---:|---:|---:|---:|---:|"]
+        for r in po["rows"]:
+            if "skipped" in r:
+                L.append(f"| {r['optimizer']} | skipped ({r['skipped']}) | | | | |")
+                continue
+            L.append(f"| {r['optimizer']} | {_f(r['pool_ms'], '.3f')} | {_f(r['numba_alloc_ms'], '.3f')} | "
+                     f"{_f(r['off_over_on'])} | {_f(r['driver_allocs_per_step_pool'], '.1f')} | "
+                     f"{_f(r['driver_allocs_per_step_numba'], '.1f')} |")
+        L += ["", "Theta after 3 steps, pool on vs off, bit for bit: "
+              + ", ".join(f"{b['optimizer']} {b.get('identical', b.get('skipped'))}" for b in po.get("bits", [])),
+              ""]
     pr = S.get("profile", {}).get("profiles", {})
     if pr:
         from tinynet.profiler import format_table
@@ -534,6 +620,13 @@ def summary(res):
         if "median_ms" in r:
             lines.append(f"step batch {r['batch']} {r['what']}: {r['median_ms']:.3f} ms"
                          + (f" ({r['x_pytorch_sgd']:.2f}x pytorch sgd)" if "x_pytorch_sgd" in r else ""))
+    for r in S.get("pool", {}).get("rows", []):
+        if "pool_ms" in r:
+            lines.append(f"pool {r['optimizer']}: {r['pool_ms']:.3f} ms on, {r['numba_alloc_ms']:.3f} ms off "
+                         f"({r['off_over_on']:.2f}x), driver allocs/step {r['driver_allocs_per_step_pool']:.1f} "
+                         f"vs {r['driver_allocs_per_step_numba']:.1f}")
+    for b in S.get("pool", {}).get("bits", []):
+        lines.append(f"pool bits {b['optimizer']}: {b.get('identical', b.get('skipped'))}")
     for c in S.get("steps", {}).get("cpu_agreement", []):
         if "agree" in c:
             lines.append(f"cpu agreement {c['optimizer']}: {c['agree']} (loss {c['loss_rel_diff']:.1e}, "
@@ -551,7 +644,7 @@ def main():
                          "(default 450; a dry run 1200)")
     ap.add_argument("--dry-run", action="store_true",
                     help="no GPU: run everything under the CUDA simulator at tiny sizes")
-    ap.add_argument("--sections", default="env,gemm,launch,steps,profile,tests")
+    ap.add_argument("--sections", default="env,gemm,launch,steps,pool,profile,tests")
     args = ap.parse_args()
     sim_env = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
     if args.dry_run and not sim_env:
@@ -568,9 +661,12 @@ def main():
         if not cuda.is_available():
             print("gpu_step: no CUDA GPU here (numba.cuda.is_available() is False); use --dry-run", file=sys.stderr)
             sys.exit(2)
+    if not sim and "pool" in args.sections.split(","):
+        from tinynet import cuda_pool
+        cuda_pool.install()          # Numba fixes the memory manager with the first context
     run = Run(out, args.budget or (1200.0 if tiny else 450.0), tiny)
     table = {"env": (sec_env,), "gemm": (sec_gemm, sim), "launch": (sec_launch, sim),
-             "steps": (sec_steps, sim), "profile": (sec_profile, sim), "tests": (sec_tests, sim)}
+             "steps": (sec_steps, sim), "pool": (sec_pool, sim), "profile": (sec_profile, sim), "tests": (sec_tests, sim)}
     for name in args.sections.split(","):
         if name not in table:
             print(f"gpu_step: unknown section {name!r}; choose from {', '.join(table)}", file=sys.stderr)

@@ -19,6 +19,11 @@ what differs is only where the data lives:
   Host <-> device copies are timed too when profiling ("memcpy.htod",
   "memcpy.dtoh"): they are what part of a step moving to the device saves.
 
+Device memory comes from tinynet.cuda_pool's caching allocator (installed
+when the backend is built, before the first CUDA context; TINYNET_CUDA_POOL=0
+keeps Numba's own allocator): a step's arrays reuse the blocks the previous
+step freed, with no cuMemAlloc / cuMemFree and so no device synchronization.
+
 Operand layouts: matmul accepts any 2-D view (kernels index through strides);
 an F-contiguous operand (the transposed view of a C-contiguous array) is
 turned back into its C-contiguous transpose with the transpose flag flipped,
@@ -28,6 +33,7 @@ import numpy as np
 import numba
 from numba import cuda
 
+from tinynet import cuda_pool
 from tinynet.backend_base import Backend, DeviceValue
 from tinynet.kernels import activations as _act
 from tinynet.kernels import linalg as _la
@@ -86,6 +92,7 @@ class CUDABackend(Backend):
     name = "cuda"
 
     def __init__(self):
+        cuda_pool.install()       # before the first context: Numba fixes its memory manager then
         if not SIMULATOR and not cuda.is_available():
             raise RuntimeError(
                 "device='cuda' needs an NVIDIA GPU with a driver, or NUMBA_ENABLE_CUDASIM=1 "
@@ -116,6 +123,12 @@ class CUDABackend(Backend):
 
     def _launch_pair(self, module, name, count, args, flops, nbytes):
         self._launch(name, getattr(module, name + "_cuda"), count, args, flops, nbytes)
+
+    @property
+    def memory_pool(self):
+        """The caching allocator of tinynet.cuda_pool serving this context, or None
+        (simulator, TINYNET_CUDA_POOL=0, or another memory manager)."""
+        return cuda_pool.current_pool()
 
     # -- arrays -----------------------------------------------------------------
     def empty(self, shape, dtype):
