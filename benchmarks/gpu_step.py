@@ -527,6 +527,10 @@ def markdown(res):
          f"GPU {env.get('gpu')} (cc {env.get('compute_capability')}), driver/clocks {env.get('driver')}; "
          f"numba {env.get('numba')}, numba-cuda {env.get('numba_cuda')}, torch {env.get('torch')}, "
          f"python {env.get('python')}; {res.get('seconds', 0):.0f} s in all.", ""]
+    ps = res.get("pool_smoke")
+    if ps is not None:
+        verdict = "ok" if ps["ok"] else "FAILED, so this run used `TINYNET_CUDA_POOL=0`: " + ps["output"][-500:]
+        L += [f"Caching allocator smoke test (child process): {verdict}", ""]
     g = S.get("gemm", {})
     if g.get("rows"):
         L += ["## GEMM, float32 (tinynet's CUDA kernels vs cuBLAS through torch.mm, TF32 off)", "",
@@ -604,7 +608,9 @@ def markdown(res):
 
 def summary(res):
     S = res["sections"]
-    lines = [f"gpu_step: {res.get('seconds', 0):.0f} s; sections: "
+    ps = res.get("pool_smoke")
+    lines = [] if ps is None else [f"pool smoke test: {'ok' if ps['ok'] else 'FAILED: ' + ps['output'][-300:]}"]
+    lines += [f"gpu_step: {res.get('seconds', 0):.0f} s; sections: "
              + ", ".join(f"{k} {v['status']} ({v['seconds']:.0f} s)" for k, v in S.items())]
     for r in S.get("gemm", {}).get("rows", []):
         if "ratio" in r:
@@ -636,6 +642,41 @@ def summary(res):
     return "\n".join(lines)
 
 
+POOL_SMOKE = """
+import gc, numpy as np
+from numba import cuda
+from tinynet import cuda_pool
+assert cuda_pool.install(), "not installed"
+a = cuda.to_device(np.arange(1000, dtype=np.float32))
+addr = a.device_ctypes_pointer.value
+del a
+gc.collect()
+b = cuda.device_array(1000, np.float32)
+b.copy_to_device(np.ones(1000, np.float32))
+assert b.device_ctypes_pointer.value == addr, "block not reused"
+assert float(b.copy_to_host().sum()) == 1000.0
+pool = cuda_pool.current_pool()
+print(pool.stats())
+assert pool.hits == 1
+"""
+
+
+def _pool_smoke():
+    """The caching allocator on this GPU in a child process: install, allocate, free,
+    reuse, copy both ways."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("TINYNET_CUDA_POOL", None)
+    try:
+        p = subprocess.run([sys.executable, "-c", POOL_SMOKE], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=120)
+        out = dict(ok=p.returncode == 0, output=(p.stdout + p.stderr)[-2000:])
+    except Exception as e:
+        out = dict(ok=False, output=f"{type(e).__name__}: {e}")
+    print(f"pool smoke test: {'ok' if out['ok'] else 'FAILED, running with Numba allocator'}: "
+          f"{out['output'].strip().splitlines()[-1] if out['output'].strip() else ''}", flush=True)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="results folder (default $OUT, else benchmarks/results/gpu)")
@@ -661,10 +702,18 @@ def main():
         if not cuda.is_available():
             print("gpu_step: no CUDA GPU here (numba.cuda.is_available() is False); use --dry-run", file=sys.stderr)
             sys.exit(2)
-    if not sim and "pool" in args.sections.split(","):
+    pool_smoke = None
+    if not sim:
+        # the caching allocator has never run on a GPU before this script: try it in a child
+        # first, and fall back to Numba's allocator (for this run and its test processes) if it
+        # fails, so that the rest still measures
+        pool_smoke = _pool_smoke()
+        if not pool_smoke["ok"]:
+            os.environ["TINYNET_CUDA_POOL"] = "0"
         from tinynet import cuda_pool
         cuda_pool.install()          # Numba fixes the memory manager with the first context
     run = Run(out, args.budget or (1200.0 if tiny else 450.0), tiny)
+    run.res["pool_smoke"] = pool_smoke
     table = {"env": (sec_env,), "gemm": (sec_gemm, sim), "launch": (sec_launch, sim),
              "steps": (sec_steps, sim), "pool": (sec_pool, sim), "profile": (sec_profile, sim), "tests": (sec_tests, sim)}
     for name in args.sections.split(","):

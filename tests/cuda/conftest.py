@@ -19,7 +19,8 @@ simulator with TINYNET_CUDA_HARDWARE=1 (and NUMBA_ENABLE_CUDASIM unset):
 
     TINYNET_CUDA_HARDWARE=1 pytest tests/cuda -m cudasim
 
-(benchmarks/gpu_step.py does this on a lent GPU).
+(benchmarks/gpu_step.py does this on a lent GPU). There they run on
+tinynet.cuda_pool's caching allocator unless TINYNET_CUDA_POOL=0.
 """
 import os
 import sys
@@ -49,6 +50,8 @@ def pytest_configure(config):
     if HARDWARE:
         import numba
         from numba import cuda
+        from tinynet import cuda_pool
+        cuda_pool.install()          # before any test makes a context: the tests run on the caching allocator
         if numba.config.ENABLE_CUDASIM or not cuda.is_available():
             raise pytest.UsageError("TINYNET_CUDA_HARDWARE=1 runs tests/cuda on a real GPU: unset "
                                     "NUMBA_ENABLE_CUDASIM and run where numba.cuda.is_available() is True")

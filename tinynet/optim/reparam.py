@@ -81,11 +81,11 @@ class QuasiDiagonal(Optimizer):
     def stats(self):
         """{stage index: {"mu": (n,), "var": (n,)}}: host float64 copies of the
         running averages (set them with set_statistics)."""
-        out = {}
-        for i, run in self._run.items():
-            h = np.array(self.bk.to_host(run), dtype=np.float64)
-            out[i] = {"mu": h[:len(h) // 2], "var": h[len(h) // 2:]}
-        return out
+        return {i: self._stats_of(i) for i in self._run}
+
+    def _stats_of(self, i):
+        h = np.array(self.bk.to_host(self._run[i]), dtype=np.float64)
+        return {"mu": h[:len(h) // 2], "var": h[len(h) // 2:]}
 
     def set_statistics(self, i, mu, var):
         """Set stage i's running mean and variance (host arrays of its fan-in)."""
@@ -99,11 +99,11 @@ class QuasiDiagonal(Optimizer):
 
     # -- the three vectors of the reparametrization ------------------------------------------------
     def mu(self, i):
-        m = self.stats[i]["mu"]
+        m = self._stats_of(i)["mu"]
         return m if self.center else np.zeros_like(m)
 
     def alpha2(self, i):
-        v = self.stats[i]["var"]
+        v = self._stats_of(i)["var"]
         return 1.0 / (v + self.eps) if self.scale == "variance" else np.ones_like(v)
 
     def beta2(self, i):
