@@ -54,6 +54,18 @@ def test_bias_colsum_axpy():
     assert bk.dot(x, y) == pytest.approx(x @ y)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_col_sum_axpy_has_the_bits_of_col_sum_then_axpy(dtype):
+    A = rng.standard_normal((37, 11)).astype(dtype)
+    y0 = rng.standard_normal(11).astype(dtype)
+    out, y = np.full(11, np.nan, dtype), y0.copy()
+    bk.col_sum_axpy(-0.37, A, out, y)
+    s = bk.col_sum(A)
+    np.testing.assert_array_equal(out, s)
+    np.testing.assert_array_equal(y, bk.axpy(-0.37, s, y0.copy()))
+    np.testing.assert_allclose(y, y0 - 0.37 * A.astype(np.float64).sum(0), rtol=1e-5 if dtype == np.float32 else 1e-13)
+
+
 DEFS = {
     "sigmoid": (lambda z: 1 / (1 + np.exp(-z)), lambda s: s * (1 - s), lambda s: s * (1 - s) * (1 - 2 * s)),
     "tanh": (np.tanh, lambda t: 1 - t * t, lambda t: -2 * t * (1 - t * t)),

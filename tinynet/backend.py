@@ -128,6 +128,12 @@ class CPUBackend(Backend):
         self._run("col_sum", _la.col_sum_cpu, (A, out), nbytes=A.nbytes)
         return out
 
+    def col_sum_axpy(self, a, A, out, y):
+        """out = the column sums of A, then y += a out (a bias's gradient and SGD step)."""
+        self._run("col_sum_axpy", _la.col_sum_axpy_cpu, (y.dtype.type(a), A, out, y),
+                  nbytes=A.nbytes + 3 * out.nbytes)
+        return y
+
     def axpy(self, a, x, y):
         """y += a x for flat vectors."""
         self._run("axpy", _la.axpy_cpu, (y.dtype.type(a), x, y), nbytes=3 * x.nbytes)

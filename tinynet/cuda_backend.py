@@ -195,20 +195,25 @@ class CUDABackend(Backend):
         T = _la.TILE
         grid = ((n + T - 1) // T, (m + T - 1) // T)
         # k == 0 runs no tile step: every entry of out is written as 0, like np.dot
-        self._run("matmul", _MATMUL_CUDA[ta, tb][grid, (T, T)], (A, B, out),
+        self._run("matmul", _MATMUL_CUDA[ta, tb][grid, (T, T)], (A, B, out, out.dtype.type(1), False),
                   flops=2.0 * m * n * k)
         return out
 
     def matmul_acc(self, A, B, out, alpha=1.0, ta=False, tb=False, scratch=None):
-        """out += alpha op(A) @ op(B), in place: the product, then an axpy (the
-        CPU backend fuses them in one BLAS call; a fused kernel here waits for
-        a GPU to measure it on). scratch: a C-contiguous array of out's size
-        the product may be written to (else one is allocated)."""
+        """out += alpha op(A) @ op(B), in place, in one launch: the matmul
+        kernels' accumulating epilogue (as the CPU's one BLAS call with beta = 1).
+        scratch: unused here (the CPU fallback's buffer for the product)."""
         m, n, k = self._matmul_shape(A, B, out, ta, tb)
         if not out.is_c_contiguous() or out.dtype != A.dtype:
             raise ValueError(f"matmul_acc: out must be C-contiguous {A.dtype}, got {out.dtype}")
-        P = self.matmul(A, B, out=None if scratch is None else scratch.reshape(m, n), ta=ta, tb=tb)
-        self.axpy(alpha, P.reshape(m * n), out.reshape(m * n))
+        if m == 0 or n == 0 or k == 0:
+            return out
+        A, ta = _c_operand(A, ta)
+        B, tb = _c_operand(B, tb)
+        T = _la.TILE
+        grid = ((n + T - 1) // T, (m + T - 1) // T)
+        self._run("matmul_acc", _MATMUL_CUDA[ta, tb][grid, (T, T)], (A, B, out, out.dtype.type(alpha), True),
+                  flops=2.0 * m * n * k)
         return out
 
     def add_bias(self, A, b):
@@ -228,6 +233,12 @@ class CUDABackend(Backend):
             out = cuda.device_array(A.shape[1], dtype=A.dtype)
         self._launch("col_sum", _la.col_sum_cuda, A.shape[1], (A, out), nbytes=A.nbytes)
         return out
+
+    def col_sum_axpy(self, a, A, out, y):
+        """out = the column sums of A, then y += a out, in one launch."""
+        self._launch("col_sum_axpy", _la.col_sum_axpy_cuda, A.shape[1], (y.dtype.type(a), A, out, y),
+                     nbytes=A.nbytes + 3 * out.nbytes)
+        return y
 
     def axpy(self, a, x, y):
         """y += a x for flat vectors."""

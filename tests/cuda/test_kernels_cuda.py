@@ -114,21 +114,38 @@ def test_matmul_acc_into_a_view_of_a_flat_vector(ta, tb, dtype):
     np.testing.assert_array_equal(gpu.to_host(d)[2 + m * n:], flat[2 + m * n:])
 
 
-def test_matmul_acc_writes_its_product_to_the_scratch_given(monkeypatch):
-    """Linear.vjp_sgd hands its gradient slice as scratch: the product goes
-    there (no device allocation in the step), the sum into out."""
+@pytest.mark.parametrize("ta, tb", [(False, False), (False, True), (True, False), (True, True)],
+                         ids=["nn", "nt", "tn", "tt"])
+def test_matmul_acc_is_one_launch_with_the_bits_of_product_then_axpy(monkeypatch, ta, tb):
+    """The matmul kernels' accumulating epilogue: one launch, no device
+    allocation, scratch untouched, and in float32 the same bits as the product
+    stored and then an axpy (what the backend did before the epilogue)."""
     rng = np.random.default_rng(6)
-    H, B = rand(rng, (6, 5), np.float64), rand(rng, (6, 4), np.float64)
-    out0 = rand(rng, (5, 4), np.float64)
-    d_out, scratch = gpu.asarray(out0), gpu.zeros(20, np.float64)
-    dH, dB = gpu.asarray(H), gpu.asarray(B)
+    m, k, n = 6, 5, 4
+    A = rand(rng, (k, m) if ta else (m, k), np.float32)
+    B = rand(rng, (n, k) if tb else (k, n), np.float32)
+    out0 = rand(rng, (m, n), np.float32)
+    dA, dB = gpu.asarray(A), gpu.asarray(B)
+    d_out, scratch = gpu.asarray(out0), gpu.zeros(m * n, np.float32)
     allocated = []
     real = cuda.device_array
     monkeypatch.setattr(cuda, "device_array", lambda *a, **k: allocated.append(a) or real(*a, **k))
-    gpu.matmul_acc(dH, dB, d_out, -0.5, ta=True, scratch=scratch)
-    assert allocated == []
-    check(scratch, (H.T @ B).reshape(-1), np.float64, atol=1e-14)
-    check(d_out, out0 - 0.5 * (H.T @ B), np.float64, atol=1e-14)
+    gpu.profile = Profile()
+    try:
+        gpu.matmul_acc(dA, dB, d_out, -0.5, ta=ta, tb=tb, scratch=scratch)
+        launches = dict(gpu.profile.calls)
+    finally:
+        gpu.profile = None
+    monkeypatch.setattr(cuda, "device_array", real)
+    assert allocated == [] and launches == {"matmul_acc": 1}
+    assert not np.any(gpu.to_host(scratch))
+    two = gpu.asarray(out0)
+    P = gpu.matmul(dA, dB, ta=ta, tb=tb)
+    gpu.axpy(-0.5, P.reshape(m * n), two.reshape(m * n))
+    np.testing.assert_array_equal(gpu.to_host(d_out), gpu.to_host(two))
+    opA = A.T if ta else A
+    opB = B.T if tb else B
+    check(d_out, out0 - 0.5 * (opA.astype(np.float64) @ opB), np.float32, atol=1e-6)
 
 
 def test_matmul_rejects_bad_shapes_and_dtypes():
@@ -155,6 +172,24 @@ def test_add_bias_col_sum(shape, dtype):
     # same summation order as the CPU twin: equal to the last bit in float32 too
     check(gpu.col_sum(gpu.asarray(A)), cpu.col_sum(A), dtype, f32=0)
     check(gpu.append_ones(gpu.asarray(A)), np.hstack([A, np.ones((shape[0], 1), dtype)]), dtype, f32=0)
+
+
+@pytest.mark.parametrize("shape", SHAPES_2D)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_col_sum_axpy_equals_the_cpu_and_col_sum_then_axpy(shape, dtype):
+    """A bias's gradient and SGD step in one launch: the CPU twin's bits, and
+    the bits of the two launches it replaces."""
+    rng = np.random.default_rng(shape[1])
+    A, y0 = rand(rng, shape, dtype), rand(rng, shape[1], dtype)
+    out, y = np.zeros(shape[1], dtype), y0.copy()
+    cpu.col_sum_axpy(-0.3, A, out, y)
+    d_out, d_y, dA = gpu.zeros(shape[1], dtype), gpu.asarray(y0), gpu.asarray(A)
+    gpu.col_sum_axpy(-0.3, dA, d_out, d_y)
+    check(d_out, out, dtype, f32=0)
+    check(d_y, y, dtype, f32=0)
+    two = gpu.asarray(y0)
+    gpu.axpy(-0.3, gpu.col_sum(dA), two)
+    np.testing.assert_array_equal(gpu.to_host(d_y), gpu.to_host(two))
 
 
 @pytest.mark.parametrize("n", [pytest.param(37, id="n37"), pytest.param(300, id="n300")])

@@ -1,6 +1,6 @@
 """Dense linear algebra kernels: matmul in the four transpose combinations,
-the accumulating matmul (out += alpha op(A) op(B)), row-broadcast bias add, the ones-column augmentation [H 1], column sums, and
-vector updates.
+the accumulating matmul (out += alpha op(A) op(B)), row-broadcast bias add, the ones-column augmentation [H 1], column sums
+(alone, and with the axpy of a bias's SGD step), and vector updates.
 
 Index legend: A is (m, k) after its optional transpose, B is (k, n), out is (m, n).
 
@@ -88,6 +88,20 @@ def col_sum_cpu(A, out):
 
 
 @njit(cache=True)
+def col_sum_axpy_cpu(a, A, out, y):
+    """out[j] = sum_i A[i, j], then y += a * out: a bias's gradient and its SGD
+    step in one call (col_sum_cpu's loops, then axpy_cpu's: the same bits)."""
+    m, n = A.shape
+    for j in range(n):
+        out[j] = 0
+    for i in range(m):
+        for j in range(n):
+            out[j] += A[i, j]
+    for j in range(n):
+        y[j] += a * out[j]
+
+
+@njit(cache=True)
 def axpy_cpu(a, x, y):
     """y += a * x (flat vectors, in place)."""
     for i in range(x.shape[0]):
@@ -130,12 +144,16 @@ DOT_TPB = 256  # dot: threads per block, a power of two (tree reduction in share
 
 
 @cuda.jit
-def matmul_nn_cuda(A, B, out):
+def matmul_nn_cuda(A, B, out, alpha, add):
     """out = A @ B, shared-memory tiled. Thread (ty, tx) of block (by, bx)
     computes out[by*TILE + ty, bx*TILE + tx]; each of the k / TILE steps stages
     sA = A[rows, t0:t0+TILE] and sB = B[t0:t0+TILE, cols] in shared memory.
     Ragged edges: loads outside A or B read 0, stores outside out are skipped
-    (no thread returns early: every thread must reach each syncthreads)."""
+    (no thread returns early: every thread must reach each syncthreads).
+    With `add` the tile is accumulated instead, out += alpha A @ B (alpha of
+    out's dtype): the backend's matmul_acc in one launch, with the bits of the
+    product stored and then an axpy (the sum is the same float, and
+    `y += a * x` is the same expression). The four kernels share this epilogue."""
     sA = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
     sB = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
     tx = cuda.threadIdx.x
@@ -154,11 +172,14 @@ def matmul_nn_cuda(A, B, out):
             acc += sA[ty, c] * sB[c, tx]
         cuda.syncthreads()
     if i < m and j < n:
-        out[i, j] = acc
+        if add:
+            out[i, j] += alpha * acc
+        else:
+            out[i, j] = acc
 
 
 @cuda.jit
-def matmul_nt_cuda(A, B, out):
+def matmul_nt_cuda(A, B, out, alpha, add):
     """out = A @ B.T  (B stored as (n, k)). B's tile is read along B's rows
     (consecutive threads, consecutive addresses) and stored transposed."""
     sA = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
@@ -180,11 +201,14 @@ def matmul_nt_cuda(A, B, out):
             acc += sA[ty, c] * sB[c, tx]
         cuda.syncthreads()
     if i < m and j < n:
-        out[i, j] = acc
+        if add:
+            out[i, j] += alpha * acc
+        else:
+            out[i, j] = acc
 
 
 @cuda.jit
-def matmul_tn_cuda(A, B, out):
+def matmul_tn_cuda(A, B, out, alpha, add):
     """out = A.T @ B  (A stored as (k, m)). A's tile is read along A's rows
     and stored transposed."""
     sA = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
@@ -206,11 +230,14 @@ def matmul_tn_cuda(A, B, out):
             acc += sA[ty, c] * sB[c, tx]
         cuda.syncthreads()
     if i < m and j < n:
-        out[i, j] = acc
+        if add:
+            out[i, j] += alpha * acc
+        else:
+            out[i, j] = acc
 
 
 @cuda.jit
-def matmul_tt_cuda(A, B, out):
+def matmul_tt_cuda(A, B, out, alpha, add):
     """out = A.T @ B.T  (A stored as (k, m), B as (n, k))."""
     sA = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
     sB = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
@@ -232,7 +259,10 @@ def matmul_tt_cuda(A, B, out):
             acc += sA[ty, c] * sB[c, tx]
         cuda.syncthreads()
     if i < m and j < n:
-        out[i, j] = acc
+        if add:
+            out[i, j] += alpha * acc
+        else:
+            out[i, j] = acc
 
 
 @cuda.jit
@@ -268,6 +298,19 @@ def col_sum_cuda(A, out):
         for i in range(m):
             acc += A[i, j]
         out[j] = acc
+
+
+@cuda.jit
+def col_sum_axpy_cuda(a, A, out, y):
+    """out[j] = sum_i A[i, j] and y[j] += a * out[j]; one thread per column, rows
+    in order: col_sum_cuda and axpy_cuda in one launch, with their bits."""
+    m, n = A.shape
+    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
+        acc = A.dtype.type(0)
+        for i in range(m):
+            acc += A[i, j]
+        out[j] = acc
+        y[j] += a * acc
 
 
 @cuda.jit

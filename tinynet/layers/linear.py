@@ -112,15 +112,15 @@ class Linear(Stage):
     def vjp_sgd(self, ctx, b_out, theta, grad, alpha, need_b_in=True):
         """W^T -= alpha H^T B in one BLAS gemm with beta = 1 (the weight gradient
         is never written, nor read back by an axpy), after B W, which needs the
-        W before the step; the bias by col_sum, then axpy (d entries)."""
+        W before the step; the bias's gradient 1^T B and its step in one
+        col_sum_axpy (d entries)."""
         bk = self.bk
         (h,) = ctx
         b_in = bk.matmul(b_out, self.WT, tb=True) if need_b_in else None
         WT, b = self.split(theta)
         gWT, gb = self.split(grad)
         bk.matmul_acc(h, b_out, WT, alpha=-alpha, ta=True, scratch=gWT)
-        bk.col_sum(b_out, out=gb)
-        bk.axpy(-alpha, gb, b)
+        bk.col_sum_axpy(-alpha, b_out, gb, b)
         return b_in
 
     def jvp(self, ctx, dz_in, dx):
