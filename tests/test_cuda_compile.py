@@ -35,11 +35,11 @@ S = float32
 
 # (id, kernel, signature, float32-only PTX expected)
 CASES = [
-    ("matmul_nn", la.matmul_nn_cuda, (M, M, M, S, boolean), True),
-    ("matmul_nn_C", la.matmul_nn_cuda, (MC, MC, MC, S, boolean), True),
-    ("matmul_nt", la.matmul_nt_cuda, (M, M, M, S, boolean), True),
-    ("matmul_tn", la.matmul_tn_cuda, (M, M, M, S, boolean), True),
-    ("matmul_tt", la.matmul_tt_cuda, (M, M, M, S, boolean), True),
+    ("matmul_nn", la.matmul_nn_cuda, (M, M, M, S, numba.int64, V), True),
+    ("matmul_nn_C", la.matmul_nn_cuda, (MC, MC, MC, S, numba.int64, V), True),
+    ("matmul_nt", la.matmul_nt_cuda, (M, M, M, S, numba.int64, V), True),
+    ("matmul_tn", la.matmul_tn_cuda, (M, M, M, S, numba.int64, V), True),
+    ("matmul_tt", la.matmul_tt_cuda, (M, M, M, S, numba.int64, V), True),
     ("add_bias", la.add_bias_cuda, (M, V), True),
     ("col_sum", la.col_sum_cuda, (M, V), True),
     ("col_sum_axpy", la.col_sum_axpy_cuda, (S, M, V, V), True),

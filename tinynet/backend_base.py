@@ -144,6 +144,13 @@ class Backend:
         pooling, BatchNorm2d), so a new stage needs no backend method."""
         return self._launch_pair(module, name, count, args, flops, nbytes)
 
+    def matmul_bias(self, A, B, b, out=None):
+        """out = A @ B + b, b (n,) added to every row (a Linear stage's forward):
+        matmul, then add_bias (the CUDA backend does both in one launch)."""
+        if tuple(b.shape) != (B.shape[1],):
+            raise ValueError(f"matmul_bias: b has shape {tuple(b.shape)}, the product has {B.shape[1]} columns")
+        return self.add_bias(self.matmul(A, B, out=out), b)
+
     @staticmethod
     def _matmul_shape(A, B, out, ta, tb):
         """(m, n, k) of op(A) @ op(B), checking the operands and `out`."""

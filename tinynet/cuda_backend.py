@@ -97,6 +97,7 @@ class CUDABackend(Backend):
             raise RuntimeError(
                 "device='cuda' needs an NVIDIA GPU with a driver, or NUMBA_ENABLE_CUDASIM=1 "
                 "for the simulator (set before numba is imported); use device='cpu' otherwise")
+        self._no_bias = {}        # dtype -> the 1-entry `b` of the matmul epilogues that do not read it
 
     # -- timing (CUDA events) ------------------------------------------------------
     def _clock_start(self):
@@ -195,9 +196,34 @@ class CUDABackend(Backend):
         T = _la.TILE
         grid = ((n + T - 1) // T, (m + T - 1) // T)
         # k == 0 runs no tile step: every entry of out is written as 0, like np.dot
-        self._run("matmul", _MATMUL_CUDA[ta, tb][grid, (T, T)], (A, B, out, out.dtype.type(1), False),
-                  flops=2.0 * m * n * k)
+        self._run("matmul", _MATMUL_CUDA[ta, tb][grid, (T, T)],
+                  (A, B, out, out.dtype.type(1), _la.STORE, self._unused_bias(out.dtype)), flops=2.0 * m * n * k)
         return out
+
+    def matmul_bias(self, A, B, b, out=None):
+        """out = A @ B + b (b added to every row), in one launch: the matmul
+        kernels' bias epilogue (the Backend default is matmul, then add_bias)."""
+        m, n, k = self._matmul_shape(A, B, out, False, False)
+        if tuple(b.shape) != (n,) or b.dtype != A.dtype:
+            raise ValueError(f"matmul_bias: b must be ({n},) {A.dtype}, got {tuple(b.shape)} {b.dtype}")
+        if out is None:
+            out = cuda.device_array((m, n), dtype=A.dtype)
+        if m == 0 or n == 0:
+            return out
+        A, ta = _c_operand(A, False)
+        B, tb = _c_operand(B, False)
+        T = _la.TILE
+        grid = ((n + T - 1) // T, (m + T - 1) // T)
+        self._run("matmul_bias", _MATMUL_CUDA[ta, tb][grid, (T, T)], (A, B, out, out.dtype.type(1), _la.BIAS, b),
+                  flops=2.0 * m * n * k + m * n)
+        return out
+
+    def _unused_bias(self, dtype):
+        """The `b` argument of the matmul kernels' epilogues that do not read it."""
+        dtype = np.dtype(dtype)
+        if dtype not in self._no_bias:
+            self._no_bias[dtype] = cuda.device_array(1, dtype=dtype)
+        return self._no_bias[dtype]
 
     def matmul_acc(self, A, B, out, alpha=1.0, ta=False, tb=False, scratch=None):
         """out += alpha op(A) @ op(B), in place, in one launch: the matmul
@@ -212,7 +238,8 @@ class CUDABackend(Backend):
         B, tb = _c_operand(B, tb)
         T = _la.TILE
         grid = ((n + T - 1) // T, (m + T - 1) // T)
-        self._run("matmul_acc", _MATMUL_CUDA[ta, tb][grid, (T, T)], (A, B, out, out.dtype.type(alpha), True),
+        self._run("matmul_acc", _MATMUL_CUDA[ta, tb][grid, (T, T)],
+                  (A, B, out, out.dtype.type(alpha), _la.ACCUMULATE, self._unused_bias(out.dtype)),
                   flops=2.0 * m * n * k)
         return out
 

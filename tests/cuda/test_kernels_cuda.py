@@ -148,6 +148,34 @@ def test_matmul_acc_is_one_launch_with_the_bits_of_product_then_axpy(monkeypatch
     check(d_out, out0 - 0.5 * (opA.astype(np.float64) @ opB), np.float32, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_bias_is_one_launch_with_the_bits_of_matmul_then_add_bias(dtype):
+    """A Linear stage's forward, out = H W^T + b, through the bias epilogue;
+    also into a given out and with an F-contiguous (transposed-view) operand."""
+    rng = np.random.default_rng(8)
+    H, WT, b = rand(rng, (7, 5), dtype), rand(rng, (5, 18), dtype), rand(rng, 18, dtype)
+    dH, dWT, db = gpu.asarray(H), gpu.asarray(WT), gpu.asarray(b)
+    gpu.profile = Profile()
+    try:
+        got = gpu.matmul_bias(dH, dWT, db)
+        launches = dict(gpu.profile.calls)
+    finally:
+        gpu.profile = None
+    assert launches == {"matmul_bias": 1}
+    two = gpu.add_bias(gpu.matmul(dH, dWT), db)
+    np.testing.assert_array_equal(gpu.to_host(got), gpu.to_host(two))
+    check(got, cpu.matmul_bias(H, WT, b), dtype)
+    out = gpu.asarray(np.full((7, 18), np.nan, dtype))
+    gpu.matmul_bias(dH, dWT, db, out=out)
+    np.testing.assert_array_equal(gpu.to_host(out), gpu.to_host(two))
+    WT_F = gpu.asarray(np.ascontiguousarray(WT.T)).T            # F-contiguous view of the same matrix
+    np.testing.assert_array_equal(gpu.to_host(gpu.matmul_bias(dH, WT_F, db)), gpu.to_host(two))
+    with pytest.raises(ValueError, match="matmul_bias: b must be"):
+        gpu.matmul_bias(dH, dWT, gpu.asarray(b[:5]))
+    with pytest.raises(ValueError, match="matmul_bias: b has shape"):
+        cpu.matmul_bias(H, WT, b[:5])
+
+
 def test_matmul_rejects_bad_shapes_and_dtypes():
     A = gpu.zeros((3, 4), np.float32)
     with pytest.raises(ValueError, match="inner sizes differ"):

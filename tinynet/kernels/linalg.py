@@ -139,21 +139,24 @@ def dot_cpu(x, y):
 from numba import cuda, float64  # noqa: E402  (CUDA section of the module)
 
 TILE = 16      # matmul: a TILE x TILE block of threads computes a TILE x TILE tile of out
+STORE, ACCUMULATE, BIAS = 0, 1, 2     # the matmul kernels' epilogues (matmul_nn_cuda)
 TILE_P = 17    # shared tiles padded by one column: transposed stores hit 17 different banks
 DOT_TPB = 256  # dot: threads per block, a power of two (tree reduction in shared memory)
 
 
 @cuda.jit
-def matmul_nn_cuda(A, B, out, alpha, add):
+def matmul_nn_cuda(A, B, out, alpha, mode, b):
     """out = A @ B, shared-memory tiled. Thread (ty, tx) of block (by, bx)
     computes out[by*TILE + ty, bx*TILE + tx]; each of the k / TILE steps stages
     sA = A[rows, t0:t0+TILE] and sB = B[t0:t0+TILE, cols] in shared memory.
     Ragged edges: loads outside A or B read 0, stores outside out are skipped
     (no thread returns early: every thread must reach each syncthreads).
-    With `add` the tile is accumulated instead, out += alpha A @ B (alpha of
-    out's dtype): the backend's matmul_acc in one launch, with the bits of the
-    product stored and then an axpy (the sum is the same float, and
-    `y += a * x` is the same expression). The four kernels share this epilogue."""
+    The epilogue, shared by the four kernels, is chosen by `mode`: STORE
+    writes the sum; ACCUMULATE adds it, out += alpha A @ B (alpha of out's
+    dtype: the backend's matmul_acc); BIAS adds b[j] to it, out = A @ B + b
+    (a Linear stage's forward). Each in one launch, with the bits of the
+    product stored and then an axpy or add_bias (the sum is the same float,
+    and the update the same expression). `b` is read only with BIAS."""
     sA = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
     sB = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
     tx = cuda.threadIdx.x
@@ -172,14 +175,16 @@ def matmul_nn_cuda(A, B, out, alpha, add):
             acc += sA[ty, c] * sB[c, tx]
         cuda.syncthreads()
     if i < m and j < n:
-        if add:
+        if mode == ACCUMULATE:
             out[i, j] += alpha * acc
+        elif mode == BIAS:
+            out[i, j] = acc + b[j]
         else:
             out[i, j] = acc
 
 
 @cuda.jit
-def matmul_nt_cuda(A, B, out, alpha, add):
+def matmul_nt_cuda(A, B, out, alpha, mode, b):
     """out = A @ B.T  (B stored as (n, k)). B's tile is read along B's rows
     (consecutive threads, consecutive addresses) and stored transposed."""
     sA = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
@@ -201,14 +206,16 @@ def matmul_nt_cuda(A, B, out, alpha, add):
             acc += sA[ty, c] * sB[c, tx]
         cuda.syncthreads()
     if i < m and j < n:
-        if add:
+        if mode == ACCUMULATE:
             out[i, j] += alpha * acc
+        elif mode == BIAS:
+            out[i, j] = acc + b[j]
         else:
             out[i, j] = acc
 
 
 @cuda.jit
-def matmul_tn_cuda(A, B, out, alpha, add):
+def matmul_tn_cuda(A, B, out, alpha, mode, b):
     """out = A.T @ B  (A stored as (k, m)). A's tile is read along A's rows
     and stored transposed."""
     sA = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
@@ -230,14 +237,16 @@ def matmul_tn_cuda(A, B, out, alpha, add):
             acc += sA[ty, c] * sB[c, tx]
         cuda.syncthreads()
     if i < m and j < n:
-        if add:
+        if mode == ACCUMULATE:
             out[i, j] += alpha * acc
+        elif mode == BIAS:
+            out[i, j] = acc + b[j]
         else:
             out[i, j] = acc
 
 
 @cuda.jit
-def matmul_tt_cuda(A, B, out, alpha, add):
+def matmul_tt_cuda(A, B, out, alpha, mode, b):
     """out = A.T @ B.T  (A stored as (k, m), B as (n, k))."""
     sA = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
     sB = cuda.shared.array((TILE, TILE_P), dtype=A.dtype)
@@ -259,8 +268,10 @@ def matmul_tt_cuda(A, B, out, alpha, add):
             acc += sA[ty, c] * sB[c, tx]
         cuda.syncthreads()
     if i < m and j < n:
-        if add:
+        if mode == ACCUMULATE:
             out[i, j] += alpha * acc
+        elif mode == BIAS:
+            out[i, j] = acc + b[j]
         else:
             out[i, j] = acc
 

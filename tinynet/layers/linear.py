@@ -94,9 +94,7 @@ class Linear(Stage):
 
     def forward(self, h):
         bk = self.bk
-        a = bk.matmul(h, self.WT)
-        bk.add_bias(a, self.b)
-        return a, (h,)
+        return bk.matmul_bias(h, self.WT, self.b), (h,)
 
     def vjp(self, ctx, b_out, grad=None, need_b_in=True):
         bk = self.bk
@@ -131,8 +129,7 @@ class Linear(Stage):
             out = bk.matmul(dz_in, self.WT)
         if dx is not None:
             dWT, db = self.split(dx)
-            t = bk.matmul(h, dWT)
-            bk.add_bias(t, db)
+            t = bk.matmul_bias(h, dWT, db)
             out = t if out is None else _add(bk, out, t)
         if out is None:
             out = bk.zeros((h.shape[0], self.n_out), h.dtype)
