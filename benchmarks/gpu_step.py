@@ -519,6 +519,20 @@ def _f(v, fmt=".2f"):
     return "-" if v is None else format(v, fmt)
 
 
+def _md_rows(rows, label, ncols, cells):
+    """Markdown table rows: `label(r)` (which may fill several columns), then
+    `cells(r)`; a skipped row says why and leaves its other cells empty."""
+    out = []
+    for r in rows:
+        first = label(r)
+        if "skipped" in r:
+            pad = ncols - first.count("|") - 2
+            out.append(f"| {first} | skipped ({r['skipped']}) |" + " |" * pad)
+        else:
+            out.append("| " + " | ".join([first] + cells(r)) + " |")
+    return out
+
+
 def markdown(res):
     S = res["sections"]
     env = S.get("env", {})
@@ -559,12 +573,8 @@ def markdown(res):
     if st.get("rows"):
         L += ["## MNIST autoencoder step, float32 (median over the timed steps)", "",
               "| batch | what | median ms | mean ms | x PyTorch SGD |", "|---:|---|---:|---:|---:|"]
-        for r in st["rows"]:
-            if "skipped" in r:
-                L.append(f"| {r['batch']} | {r['what']} | skipped ({r['skipped']}) | | |")
-                continue
-            L.append(f"| {r['batch']} | {r['what']} | {_f(r['median_ms'], '.3f')} | {_f(r['mean_ms'], '.3f')} | "
-                     f"{_f(r.get('x_pytorch_sgd', 1.0))} |")
+        L += _md_rows(st["rows"], lambda r: f"{r['batch']} | {r['what']}", 5,
+                      lambda r: [_f(r['median_ms'], '.3f'), _f(r['mean_ms'], '.3f'), _f(r.get('x_pytorch_sgd', 1.0))])
         L += ["", f"SGD within 3x of PyTorch: {st.get('sgd_within_3x')}; within 2x: {st.get('sgd_within_2x')}.", ""]
         if st.get("cpu_agreement"):
             L += ["CUDA vs CPU backend, first 3 steps (same seed): "
@@ -578,13 +588,10 @@ def markdown(res):
               "cuMemFree 10 at a time).", "",
               "| optimizer | pool ms | Numba's allocator ms | off / on | driver allocations per step, pool | "
               "same, Numba's |", "|---|---:|---:|---:|---:|---:|"]
-        for r in po["rows"]:
-            if "skipped" in r:
-                L.append(f"| {r['optimizer']} | skipped ({r['skipped']}) | | | | |")
-                continue
-            L.append(f"| {r['optimizer']} | {_f(r['pool_ms'], '.3f')} | {_f(r['numba_alloc_ms'], '.3f')} | "
-                     f"{_f(r['off_over_on'])} | {_f(r['driver_allocs_per_step_pool'], '.1f')} | "
-                     f"{_f(r['driver_allocs_per_step_numba'], '.1f')} |")
+        L += _md_rows(po["rows"], lambda r: r["optimizer"], 6,
+                      lambda r: [_f(r['pool_ms'], '.3f'), _f(r['numba_alloc_ms'], '.3f'), _f(r['off_over_on']),
+                                 _f(r['driver_allocs_per_step_pool'], '.1f'),
+                                 _f(r['driver_allocs_per_step_numba'], '.1f')])
         L += ["", "Theta after 3 steps, pool on vs off, bit for bit: "
               + ", ".join(f"{b['optimizer']} {b.get('identical', b.get('skipped'))}" for b in po.get("bits", [])),
               ""]

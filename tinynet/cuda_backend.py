@@ -189,15 +189,21 @@ class CUDABackend(Backend):
         m, n, k = self._matmul_shape(A, B, out, ta, tb)
         if out is None:
             out = cuda.device_array((m, n), dtype=A.dtype)
+        # k == 0 runs no tile step: every entry of out is written as 0, like np.dot
+        return self._gemm("matmul", A, B, out, ta, tb, 1.0, _la.STORE, None, 2.0 * m * n * k)
+
+    def _gemm(self, name, A, B, out, ta, tb, alpha, mode, b, flops):
+        """One launch of the tiled matmul kernels with epilogue `mode` (linalg.STORE,
+        ACCUMULATE or BIAS)."""
+        m, n = out.shape
         if m == 0 or n == 0:
             return out
         A, ta = _c_operand(A, ta)
         B, tb = _c_operand(B, tb)
         T = _la.TILE
         grid = ((n + T - 1) // T, (m + T - 1) // T)
-        # k == 0 runs no tile step: every entry of out is written as 0, like np.dot
-        self._run("matmul", _MATMUL_CUDA[ta, tb][grid, (T, T)],
-                  (A, B, out, out.dtype.type(1), _la.STORE, self._unused_bias(out.dtype)), flops=2.0 * m * n * k)
+        b = self._unused_bias(out.dtype) if b is None else b
+        self._run(name, _MATMUL_CUDA[ta, tb][grid, (T, T)], (A, B, out, out.dtype.type(alpha), mode, b), flops=flops)
         return out
 
     def matmul_bias(self, A, B, b, out=None):
@@ -208,15 +214,7 @@ class CUDABackend(Backend):
             raise ValueError(f"matmul_bias: b must be ({n},) {A.dtype}, got {tuple(b.shape)} {b.dtype}")
         if out is None:
             out = cuda.device_array((m, n), dtype=A.dtype)
-        if m == 0 or n == 0:
-            return out
-        A, ta = _c_operand(A, False)
-        B, tb = _c_operand(B, False)
-        T = _la.TILE
-        grid = ((n + T - 1) // T, (m + T - 1) // T)
-        self._run("matmul_bias", _MATMUL_CUDA[ta, tb][grid, (T, T)], (A, B, out, out.dtype.type(1), _la.BIAS, b),
-                  flops=2.0 * m * n * k + m * n)
-        return out
+        return self._gemm("matmul_bias", A, B, out, False, False, 1.0, _la.BIAS, b, 2.0 * m * n * k + m * n)
 
     def _unused_bias(self, dtype):
         """The `b` argument of the matmul kernels' epilogues that do not read it."""
@@ -232,16 +230,9 @@ class CUDABackend(Backend):
         m, n, k = self._matmul_shape(A, B, out, ta, tb)
         if not out.is_c_contiguous() or out.dtype != A.dtype:
             raise ValueError(f"matmul_acc: out must be C-contiguous {A.dtype}, got {out.dtype}")
-        if m == 0 or n == 0 or k == 0:
+        if k == 0:
             return out
-        A, ta = _c_operand(A, ta)
-        B, tb = _c_operand(B, tb)
-        T = _la.TILE
-        grid = ((n + T - 1) // T, (m + T - 1) // T)
-        self._run("matmul_acc", _MATMUL_CUDA[ta, tb][grid, (T, T)],
-                  (A, B, out, out.dtype.type(alpha), _la.ACCUMULATE, self._unused_bias(out.dtype)),
-                  flops=2.0 * m * n * k)
-        return out
+        return self._gemm("matmul_acc", A, B, out, ta, tb, alpha, _la.ACCUMULATE, None, 2.0 * m * n * k)
 
     def add_bias(self, A, b):
         self._launch("add_bias", _la.add_bias_cuda, A.size, (A, b), nbytes=2 * A.nbytes)

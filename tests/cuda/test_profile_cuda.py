@@ -41,7 +41,7 @@ def test_cuda_profile_rows_add_up_and_change_no_bit():
     r = profile_steps(net, SGD(net, 0.1), [(X, X)], steps=1, warmup=0, untimed=False,
                       peaks=dict(flops=None, bytes=None, source="simulator"))
     names = {k["name"] for k in r["kernels"]}
-    assert {"matmul", "matmul_acc", "add_bias", "sigmoid_fwd", "col_sum_axpy", UNCOVERED} <= names
+    assert {"matmul", "matmul_acc", "matmul_bias", "sigmoid_fwd", "col_sum_axpy", UNCOVERED} <= names
     assert r["device"] == "cuda"
     total = sum(k["total_ms"] for k in r["kernels"])
     assert abs(total - r["step_ms"]) <= 0.05 * r["step_ms"]

@@ -5,7 +5,9 @@ twin it shares (`linalg.matmul_nn_cpu`: same meaning, same arguments).
 Not wired into the CUDA backend yet: `benchmarks/gpu_step.py` times it next to
 the current kernel and cuBLAS on a lent GPU, and the backend switches when the
 hardware says it is faster (target: >= 40% of cuBLAS fp32 at n = 4096; Numba
-has no tensor-core access, so the ceiling is the fp32 FMA rate).
+has no tensor-core access, so the ceiling is the fp32 FMA rate). Switching
+means giving it the backend kernels' epilogues too (STORE / ACCUMULATE / BIAS,
+`linalg.matmul_nn_cuda`: matmul, matmul_acc and matmul_bias are one launch each).
 
 Scheme (float32 or float64, any strides): a block of 16 x 16 threads computes a
 BM x BM = 64 x 64 tile of out, each thread a 4 x 4 register tile at rows

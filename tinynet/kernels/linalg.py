@@ -90,15 +90,9 @@ def col_sum_cpu(A, out):
 @njit(cache=True)
 def col_sum_axpy_cpu(a, A, out, y):
     """out[j] = sum_i A[i, j], then y += a * out: a bias's gradient and its SGD
-    step in one call (col_sum_cpu's loops, then axpy_cpu's: the same bits)."""
-    m, n = A.shape
-    for j in range(n):
-        out[j] = 0
-    for i in range(m):
-        for j in range(n):
-            out[j] += A[i, j]
-    for j in range(n):
-        y[j] += a * out[j]
+    step in one call (col_sum_cpu, then axpy_cpu: the same bits)."""
+    col_sum_cpu(A, out)
+    axpy_cpu(a, out, y)
 
 
 @njit(cache=True)
