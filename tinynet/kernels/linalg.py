@@ -138,6 +138,17 @@ TILE_P = 17    # shared tiles padded by one column: transposed stores hit 17 dif
 DOT_TPB = 256  # dot: threads per block, a power of two (tree reduction in shared memory)
 
 
+@cuda.jit(device=True)
+def _epilogue(out, i, j, acc, alpha, mode, b):
+    """What the matmul kernels do with entry (i, j)'s sum `acc` (matmul_nn_cuda)."""
+    if mode == ACCUMULATE:
+        out[i, j] += alpha * acc
+    elif mode == BIAS:
+        out[i, j] = acc + b[j]
+    else:
+        out[i, j] = acc
+
+
 @cuda.jit
 def matmul_nn_cuda(A, B, out, alpha, mode, b):
     """out = A @ B, shared-memory tiled. Thread (ty, tx) of block (by, bx)
@@ -169,12 +180,7 @@ def matmul_nn_cuda(A, B, out, alpha, mode, b):
             acc += sA[ty, c] * sB[c, tx]
         cuda.syncthreads()
     if i < m and j < n:
-        if mode == ACCUMULATE:
-            out[i, j] += alpha * acc
-        elif mode == BIAS:
-            out[i, j] = acc + b[j]
-        else:
-            out[i, j] = acc
+        _epilogue(out, i, j, acc, alpha, mode, b)
 
 
 @cuda.jit
@@ -200,12 +206,7 @@ def matmul_nt_cuda(A, B, out, alpha, mode, b):
             acc += sA[ty, c] * sB[c, tx]
         cuda.syncthreads()
     if i < m and j < n:
-        if mode == ACCUMULATE:
-            out[i, j] += alpha * acc
-        elif mode == BIAS:
-            out[i, j] = acc + b[j]
-        else:
-            out[i, j] = acc
+        _epilogue(out, i, j, acc, alpha, mode, b)
 
 
 @cuda.jit
@@ -231,12 +232,7 @@ def matmul_tn_cuda(A, B, out, alpha, mode, b):
             acc += sA[ty, c] * sB[c, tx]
         cuda.syncthreads()
     if i < m and j < n:
-        if mode == ACCUMULATE:
-            out[i, j] += alpha * acc
-        elif mode == BIAS:
-            out[i, j] = acc + b[j]
-        else:
-            out[i, j] = acc
+        _epilogue(out, i, j, acc, alpha, mode, b)
 
 
 @cuda.jit
@@ -262,12 +258,7 @@ def matmul_tt_cuda(A, B, out, alpha, mode, b):
             acc += sA[ty, c] * sB[c, tx]
         cuda.syncthreads()
     if i < m and j < n:
-        if mode == ACCUMULATE:
-            out[i, j] += alpha * acc
-        elif mode == BIAS:
-            out[i, j] = acc + b[j]
-        else:
-            out[i, j] = acc
+        _epilogue(out, i, j, acc, alpha, mode, b)
 
 
 @cuda.jit
