@@ -284,27 +284,29 @@ def append_ones_cuda(H, out):
             out[i, j] = out.dtype.type(1)
 
 
+@cuda.jit(device=True)
+def _column_sum(A, j):
+    """sum_i A[i, j] in A's dtype, rows in order (as the CPU twin, so float32
+    sums round the same way)."""
+    acc = A.dtype.type(0)
+    for i in range(A.shape[0]):
+        acc += A[i, j]
+    return acc
+
+
 @cuda.jit
 def col_sum_cuda(A, out):
-    """out[j] = sum_i A[i, j]; one thread per column, rows in order (as the CPU
-    twin, so float32 sums round the same way)."""
-    m, n = A.shape
-    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
-        acc = A.dtype.type(0)
-        for i in range(m):
-            acc += A[i, j]
-        out[j] = acc
+    """out[j] = sum_i A[i, j]; one thread per column."""
+    for j in range(cuda.grid(1), A.shape[1], cuda.gridsize(1)):
+        out[j] = _column_sum(A, j)
 
 
 @cuda.jit
 def col_sum_axpy_cuda(a, A, out, y):
-    """out[j] = sum_i A[i, j] and y[j] += a * out[j]; one thread per column, rows
-    in order: col_sum_cuda and axpy_cuda in one launch, with their bits."""
-    m, n = A.shape
-    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
-        acc = A.dtype.type(0)
-        for i in range(m):
-            acc += A[i, j]
+    """out[j] = sum_i A[i, j] and y[j] += a * out[j]; one thread per column:
+    col_sum_cuda and axpy_cuda in one launch, with their bits."""
+    for j in range(cuda.grid(1), A.shape[1], cuda.gridsize(1)):
+        acc = _column_sum(A, j)
         out[j] = acc
         y[j] += a * acc
 
