@@ -94,9 +94,6 @@ if not SIMULATOR:
     def _cu_mem_info():
         return _driver.cuMemGetInfo()
 
-    def _out_of_memory(e):
-        return isinstance(e, CudaAPIError) and e.code == binding.CUresult.CUDA_ERROR_OUT_OF_MEMORY
-
     class CachingMemoryManager(GetIpcHandleMixin, HostOnlyCUDAMemoryManager):
         """Device blocks cached by size for reuse (module docstring); pinned and
         mapped host memory are left to Numba's HostOnlyCUDAMemoryManager.
@@ -113,7 +110,11 @@ if not SIMULATOR:
             self._free = defaultdict(list)      # block bytes -> device pointers free for reuse
             self._generation = 0                # bumped by reset(): older blocks died with the context
             self.hits = self.misses = self.released = 0
-            self.held_bytes = self.cached_bytes = self.peak_held_bytes = 0
+            self.held_bytes = self.peak_held_bytes = 0
+
+        @property
+        def cached_bytes(self):
+            return sum(nbytes * len(ptrs) for nbytes, ptrs in self._free.items())
 
         @property
         def interface_version(self):
@@ -139,7 +140,7 @@ if not SIMULATOR:
             try:
                 ptr = _cu_alloc(nbytes)
             except CudaAPIError as e:
-                if not _out_of_memory(e):
+                if e.code != binding.CUresult.CUDA_ERROR_OUT_OF_MEMORY:
                     raise
                 self.empty_cache()
                 self.deallocations.clear()
@@ -156,7 +157,6 @@ if not SIMULATOR:
             if free:
                 ptr = free.pop()
                 self.hits += 1
-                self.cached_bytes -= nbytes
             else:
                 ptr = self._fresh(nbytes)
             key = int(ptr)
@@ -173,7 +173,6 @@ if not SIMULATOR:
                 return                          # freed with its context by reset()
             if caching and type(self).caching:
                 self._free[nbytes].append(ptr)
-                self.cached_bytes += nbytes
             else:                               # Numba's way: queued, freed 10 at a time
                 self.held_bytes -= nbytes
                 self.released += 1
@@ -185,7 +184,6 @@ if not SIMULATOR:
                 while ptrs:
                     _cu_free(ptrs.pop())
                     self.held_bytes -= nbytes
-                    self.cached_bytes -= nbytes
                     self.released += 1
             self._free.clear()
 
@@ -194,7 +192,7 @@ if not SIMULATOR:
             use are freed with the context and forgotten here."""
             self.empty_cache()
             self._generation += 1
-            self.held_bytes = self.cached_bytes = 0
+            self.held_bytes = 0
             super().reset()
 
     def _give_back(pool_ref, ptr, key, nbytes, generation, caching):
